@@ -63,6 +63,15 @@ def nav(proc:Path) -> list:
     if tuts: items.append({'Tutorials': [page(p) for p in tuts]})
     return items
 
+def add_mathjax(proc:Path):
+    "Serve MathJax 3 from the site itself (the pip package django-static-mathjax ships its files), so math renders offline."
+    import mathjax, shutil
+    src = Path(mathjax.__file__).parent/'static'/'mathjax'/'es5'
+    dst = proc/'assets'/'mathjax'
+    shutil.rmtree(dst, ignore_errors=True); dst.mkdir(parents=True)
+    shutil.copy2(src/'tex-mml-chtml.js', dst)
+    shutil.copytree(src/'output'/'chtml'/'fonts'/'woff-v2', dst/'output'/'chtml'/'fonts'/'woff-v2')
+
 def build(proc:Path):
     "Write the generated mkdocs config (inheriting mkdocs.yml) and render the site into _docs/."
     import yaml
@@ -84,6 +93,7 @@ def main(readme:bool=False):
     t0 = time.time()
     proc = process_notebooks()
     for nb in proc.rglob('*.ipynb'): for_mkdocs(nb)
+    add_mathjax(proc)
     if readme:
         (ROOT/'README.md').write_text(readme_text(proc)); print('wrote README.md')
     build(proc)
