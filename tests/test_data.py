@@ -1,0 +1,196 @@
+"""aair_nb.data: shapes generator (determinism, captions true to the pixels), Karpathy/COCO loaders, bad input
+(each case with a real broken file), tokenizer, transforms, collate, and the real RSICD test split when present."""
+import json, warnings
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aair_nb.data import (BadDataError, CaptionSet, Collate, INVERSE, SPLITS, caption_errors, default_shapes, eval_transform,
+                          load_coco, load_karpathy, load_tokenizer, make_shapes, measure_scene, render_scene, rsicd_path,
+                          train_tokenizer, train_transform)
+
+
+# ---------------------------------------------------------------- shapes
+def test_make_shapes_deterministic(tmp_path):
+    a, b = make_shapes(tmp_path/'a', 12, 4, 4, seed=3), make_shapes(tmp_path/'b', 12, 4, 4, seed=3)
+    assert a.name == 'dataset_shapes.json' and json.loads(a.read_text()) == json.loads(b.read_text())
+    for fn in ('train_00000.png', 'train_00011.png', 'val_00003.png', 'test_00002.png'):
+        assert (a.parent/'images'/fn).read_bytes() == (b.parent/'images'/fn).read_bytes()
+    c = make_shapes(tmp_path/'c', 12, 4, 4, seed=4)
+    assert json.loads(c.read_text())['images'][0]['sentences'] != json.loads(a.read_text())['images'][0]['sentences']
+    d = make_shapes(tmp_path/'d', 6, 0, 0, seed=3)       # an image depends on (seed, split, index) only
+    assert (d.parent/'images'/'train_00005.png').read_bytes() == (a.parent/'images'/'train_00005.png').read_bytes()
+    entries = json.loads(a.read_text())['images']
+    assert [sum(e['split'] == s for e in entries) for s in SPLITS] == [12, 4, 4]
+    assert all(len(e['sentences']) == 5 and len({s['raw'] for s in e['sentences']}) == 5 for e in entries)
+
+
+def test_captions_are_true_to_the_pixels():
+    for split in SPLITS:
+        for i in range(60):
+            img, scene, caps = render_scene(0, split, i)
+            ms = measure_scene(img, scene)
+            for o, m in zip(scene['objects'], ms['objects']):
+                assert m['box'] is not None and all(abs(p - q) <= 1 for p, q in zip(m['box'], o['box'])), (split, i, o, m)
+            for c in caps: assert caption_errors(c, ms) == [], (split, i, c)
+
+
+def test_caption_checker_catches_wrong_captions():
+    i = next(i for i in range(100) if len(render_scene(0, 'train', i)[1]['objects']) == 2)
+    img, scene, _ = render_scene(0, 'train', i)
+    ms = measure_scene(img, scene)
+    (a, b), rel = scene['objects'], 'left of' if scene['axis'] == 'h' else 'above'
+    assert caption_errors(f"a {a['color']} {a['shape']} {rel} a {b['color']} {b['shape']}", ms) == []
+    assert caption_errors(f"a {b['color']} {a['shape']} {rel} a {a['color']} {b['shape']}", ms)          # binding swapped
+    assert caption_errors(f"a {a['color']} {a['shape']} {INVERSE[rel]} a {b['color']} {b['shape']}", ms)  # relation inverted
+    assert caption_errors(f"three shapes: a {a['color']} {a['shape']} {rel} a {b['color']} {b['shape']}", ms)
+
+
+def test_default_shapes_reuses(tmp_path):
+    p = default_shapes(tmp_path, 8, 4, 4)
+    t = p.stat().st_mtime_ns
+    assert default_shapes(tmp_path, 8, 4, 4) == p and p.stat().st_mtime_ns == t
+    (p.parent/'images'/'test_00001.png').unlink()
+    assert default_shapes(tmp_path, 8, 4, 4) == p and (p.parent/'images'/'test_00001.png').exists()
+
+
+# ---------------------------------------------------------------- loaders
+def _images(folder:Path, names):
+    for k, n in enumerate(names):
+        (folder/n).parent.mkdir(parents=True, exist_ok=True)
+        render_scene(0, 'test', k)[0].save(folder/n)
+
+
+def _karpathy(folder:Path, name:str, images) -> Path:
+    (folder/name).write_text(json.dumps({'images': images})); return folder/name
+
+
+def _entry(fn, *caps, split='test'): return {'filename': fn, 'split': split, 'sentences': [{'raw': c} for c in caps]}
+
+
+def test_load_karpathy(tmp_path):
+    _images(tmp_path/'images', ['a.png', 'b.png', 'c.png'])
+    p = _karpathy(tmp_path, 'dataset_x.json', [_entry('a.png', 'one', 'two', split='train'), _entry('b.png', 'three', split='restval'),
+                                               _entry('c.png', 'four', split='test')])
+    ds = load_karpathy(p)                                  # image_dir defaults to images/ beside the JSON; restval is train
+    assert isinstance(ds, CaptionSet) and ds.n_images == 2 and len(ds) == 3
+    assert ds.captions == ['one', 'two', 'three'] and ds.img2txt == [[0, 1], [2]] and ds.txt2img.tolist() == [0, 0, 1]
+    item = ds[2]
+    assert item['caption'] == 'three' and item['image_id'] == 1 and item['image'].shape == (3, 64, 64)
+    assert load_karpathy(p, split='test').captions == ['four']
+    assert ds.subset(1).captions == ['one', 'two']
+    assert [x['image_id'] for x in ds.images()] == [0, 1]
+
+
+def test_load_karpathy_filepath(tmp_path):
+    _images(tmp_path, ['val2014/a.jpg'])
+    p = _karpathy(tmp_path, 'dataset_coco.json', [{'filepath': 'val2014', 'filename': 'a.jpg', 'split': 'val', 'sentences': [{'raw': 'x'}]}])
+    assert load_karpathy(p, image_dir=tmp_path, split='val').image_paths == [tmp_path/'val2014'/'a.jpg']
+
+
+def test_load_coco(tmp_path):
+    _images(tmp_path, ['x.jpg', 'y.jpg'])
+    p = tmp_path/'captions_val2014.json'
+    p.write_text(json.dumps({'images': [{'id': 42, 'file_name': 'x.jpg'}, {'id': 7, 'file_name': 'y.jpg'}],
+                             'annotations': [{'image_id': 7, 'caption': 'a dog'}, {'image_id': 42, 'caption': 'a cat'},
+                                             {'image_id': 7, 'caption': 'a brown dog'}]}))
+    ds = load_coco(p, tmp_path)
+    assert ds.captions == ['a cat', 'a dog', 'a brown dog'] and ds.img2txt == [[0], [1, 2]] and ds[2]['image_id'] == 1
+    with pytest.raises(BadDataError, match='use load_coco'): load_karpathy(p, tmp_path)
+
+
+@pytest.fixture
+def broken(tmp_path):
+    "A folder with good images, a truncated PNG, a truncated JPEG and a text file named .jpg."
+    img = tmp_path/'images'
+    _images(img, ['ok0.png', 'ok1.png', 'trunc.png'])
+    b = (img/'trunc.png').read_bytes(); (img/'trunc.png').write_bytes(b[:len(b) // 2])
+    render_scene(0, 'test', 0, size=192)[0].save(img/'full.jpg', quality=90)
+    b = (img/'full.jpg').read_bytes(); (img/'trunc.jpg').write_bytes(b[:len(b) * 2 // 3])
+    (img/'text.jpg').write_text('not an image')
+    return tmp_path
+
+
+@pytest.mark.parametrize('images, message', [
+    ([_entry('ok0.png', 'a'), _entry('gone.png', 'b')], r"dataset_t\.json: images\[1\] \('gone\.png'\): image file not found"),
+    ([_entry('ok0.png', 'a', '  ')], r"dataset_t\.json: images\[0\] \('ok0\.png'\): sentences\[1\] is empty"),
+    ([_entry('ok0.png', 'a'), {'filename': 'ok1.png', 'split': 'test'}], r"dataset_t\.json: images\[1\] \('ok1\.png'\): no 'sentences' list"),
+    ([{'filename': 'ok0.png', 'split': 'test', 'sentences': [{'tokens': ['a']}]}], r"images\[0\] \('ok0\.png'\): sentences\[0\] has no 'raw'"),
+    ([{'split': 'test', 'sentences': [{'raw': 'a'}]}], r"dataset_t\.json: images\[0\]: no 'filename'"),
+])
+def test_bad_entries_raise(broken, images, message):
+    p = _karpathy(broken, 'dataset_t.json', images)
+    with pytest.raises(BadDataError, match=message): load_karpathy(p, split='test')
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"images": [{"filename": "ok0.png",', r"dataset_t\.json: not valid JSON \(line 1"),
+    ('[1, 2]', r"dataset_t\.json: expected a Karpathy JSON object with an 'images' list"),
+    ('{"images": [], "annotations": []}', r"dataset_t\.json: .*use load_coco"),
+])
+def test_wrong_json(broken, text, message):
+    (broken/'dataset_t.json').write_text(text)
+    with pytest.raises(BadDataError, match=message): load_karpathy(broken/'dataset_t.json')
+
+
+@pytest.mark.parametrize('fn, message', [('trunc.png', 'truncated'), ('text.jpg', 'cannot identify image file'), ('trunc.jpg', 'truncated')])
+def test_undecodable_image_raises_on_read(broken, fn, message):
+    ds = load_karpathy(_karpathy(broken, 'dataset_t.json', [_entry('ok0.png', 'a'), _entry(fn, 'b')]), split='test')
+    assert ds[0]['image'].shape == (3, 64, 64)
+    with pytest.raises(BadDataError, match=rf"{fn}: cannot read image 1 of dataset_t\.json:test: .*{message}"): ds[1]
+
+
+def test_skip_bad_counts(broken):
+    p = _karpathy(broken, 'dataset_t.json', [
+        _entry('ok0.png', 'good'), _entry('gone.png', 'b'), _entry('trunc.png', 'c'), _entry('text.jpg', 'd'), _entry('trunc.jpg', 'e'),
+        _entry('ok1.png', 'x', '', 'y'), {'filename': 'ok1.png', 'split': 'test'}, _entry('ok0.png', ' ')])
+    with pytest.warns(UserWarning) as w: ds = load_karpathy(p, split='test', skip_bad=True)
+    msg = str(w[0].message)
+    assert ds.captions == ['good', 'x', 'y'] and ds.img2txt == [[0], [1, 2]]
+    assert ("(malformed entry: 1, empty caption: 2, missing image: 1, unreadable image: 3, image without captions: 1)" in msg
+            and "first: dataset_t.json: images[1] ('gone.png')" in msg), msg
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                     # good files: no warning at all
+        load_karpathy(_karpathy(broken, 'dataset_ok.json', [_entry('ok0.png', 'a')]), split='test', skip_bad=True)
+
+
+def test_coco_bad_entries(broken):
+    p = broken/'captions_t.json'
+    p.write_text(json.dumps({'images': [{'id': 1, 'file_name': 'images/ok0.png'}, {'id': 2, 'file_name': 'images/ok1.png'}],
+                             'annotations': [{'image_id': 1, 'caption': 'a'}, {'image_id': 3, 'caption': 'b'}, {'image_id': 2, 'caption': ''}]}))
+    with pytest.raises(BadDataError, match=r"captions_t\.json: annotations\[1\]: image_id 3 is not in 'images'"): load_coco(p, broken)
+    with pytest.warns(UserWarning, match=r"malformed entry: 1, empty caption: 1, image without captions: 1"):
+        assert load_coco(p, broken, skip_bad=True).captions == ['a']
+
+
+# ---------------------------------------------------------------- text, images, batches
+def test_tokenizer_transforms_collate(tmp_path):
+    _images(tmp_path/'images', ['a.png', 'b.png'])
+    ds = load_karpathy(_karpathy(tmp_path, 'dataset_x.json', [_entry('a.png', 'a red circle left of a blue square', 'a red disc'),
+                                                              _entry('b.png', 'a green box')]), split='test')
+    tok = train_tokenizer(ds.captions, vocab_size=200, out_dir=tmp_path/'tok')
+    assert tok.pad_token_id == 0 and tok.convert_ids_to_tokens(tok('a red disc')['input_ids']) == ['[CLS]', 'a', 'red', 'disc', '[SEP]']
+    assert load_tokenizer(tmp_path/'tok')(ds.captions)['input_ids'] == tok(ds.captions)['input_ids']
+    with pytest.raises(FileNotFoundError, match='train_tokenizer'): load_tokenizer(tmp_path/'nope')
+    ds.transform = train_transform(32)
+    assert not any('Flip' in type(t).__name__ for t in ds.transform.transform.transforms)
+    b = Collate(tok, max_len=8)([ds[k] for k in range(3)])
+    assert b['images'].shape == b['images_aug'].shape == (3, 3, 32, 32)
+    assert b['input_ids'].shape == b['attention_mask'].shape == (3, 8)           # longest caption cut to max_len
+    assert b['attention_mask'].sum(1).tolist() == [8, 5, 5] and (b['input_ids'][b['attention_mask'] == 0] == 0).all()
+    assert b['image_ids'].tolist() == [0, 0, 1] and b['image_ids'].dtype == torch.long
+    g = Collate(tok)([x for x in ds.images(eval_transform(48))])
+    assert g['images'].shape == (2, 3, 48, 48) and 'input_ids' not in g and g['captions'][0] == ds.image_captions(0)
+
+
+# ---------------------------------------------------------------- real data
+def test_rsicd_test_split():
+    root = rsicd_path()
+    if root is None: pytest.skip("RSICD not found (set AAIR_RSICD or place it at ../shared/data/rsicd)")
+    splits = [e['split'] for e in json.loads((root/'dataset_rsicd.json').read_text())['images']]
+    assert [splits.count(s) for s in SPLITS] == [8734, 1094, 1093]
+    ds = load_karpathy(root/'dataset_rsicd.json', split='test')
+    assert ds.n_images == 1093 and len(ds) == 5 * 1093 and all(len(k) == 5 for k in ds.img2txt)
+    assert ds[len(ds) - 1]['image'].shape[0] == 3 and ds[len(ds) - 1]['image_id'] == 1092
