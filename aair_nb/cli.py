@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #740dd1fb
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, time
 from pathlib import Path
 import torch
 from .core import set_seed, default_device, IN_TEST
@@ -14,11 +14,11 @@ from .metrics import format_metrics
 from .model import AAIR, AAIRConfig
 from .encoders import load_pretrained_tokenizer
 from .train import TrainConfig, fit, load_checkpoint
-from .evaluate import evaluate, evaluate_fn, encode_dataset, show_text_query, show_image_query
+from .evaluate import Encoded, evaluate, evaluate_fn, encode_dataset, itm_score_fn
 
 # %% auto #0
-__all__ = ['TRAIN_DEFAULTS', 'load_data', 'load_run', 'train_parser', 'print_table', 'train_main', 'eval_parser', 'eval_main',
-           'search_parser', 'search', 'search_main']
+__all__ = ['TRAIN_DEFAULTS', 'train_main', 'eval_main', 'search_main', 'load_data', 'load_run', 'train_parser', 'print_table',
+           'run_train', 'eval_parser', 'run_eval', 'search_parser', 'search', 'run_search']
 
 # %% ../nbs/13_cli.ipynb #9624fc07
 def load_data(data:dict, split:str, skip_bad:bool=False):
@@ -79,7 +79,7 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/13_cli.ipynb #4d5d56e7
-TRAIN_DEFAULTS = {'tiny': dict(epochs=12, batch_size=64, lr=1e-3, warmup=0.05),
+TRAIN_DEFAULTS = {'tiny': dict(epochs=5, batch_size=64, lr=1e-3, warmup=0.05),
                   'small': dict(epochs=6, batch_size=64, lr=2e-4, warmup=0.05),
                   'base': dict(epochs=10, batch_size=64, lr=1e-4, warmup=0.05)}
 
@@ -99,8 +99,8 @@ def print_table(metrics:dict):
     rows = [('ITC ranking', metrics['itc'])] + ([(f"re-ranked top-{metrics['rerank_k']}", metrics['rerank'])] if 'rerank' in metrics else [])
     print('\n'.join(format_metrics(m, name=n, header=i == 0) for i, (n, m) in enumerate(rows)))
 
-def train_main(argv=None):
-    "Console script `aair_train`."
+def run_train(argv=None) -> dict:
+    "`aair_train` as a function of its argument list: train, test, write `OUT/metrics.json`; returns the metrics."
     args = train_parser().parse_args(argv)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
@@ -129,6 +129,16 @@ def train_main(argv=None):
     print(f"trained in {train_secs/60:.1f} min; wrote {out/'metrics.json'}")
     return metrics
 
+def _script(fn, prog:str):
+    "A console script from `fn(argv)`: bad input ends in one line `prog: error: ...` and exit status 1, not a traceback."
+    def main(argv=None):
+        try: fn(argv)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as e: raise SystemExit(f"{prog}: error: {e}")
+    main.__doc__ = f"Console script `{prog}` (see `{fn.__name__}`)."
+    return main
+
+train_main = _script(run_train, 'aair_train')
+
 # %% ../nbs/13_cli.ipynb #1d1cbee1
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='aair_eval', description="Evaluate a trained run (Recall@K) on a data split.",
@@ -143,8 +153,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--quiet', action='store_true')
     return p
 
-def eval_main(argv=None):
-    "Console script `aair_eval`."
+def run_eval(argv=None) -> dict:
+    "`aair_eval` as a function of its argument list: Recall@K of a run's checkpoint, written to JSON; returns the metrics."
     args = eval_parser().parse_args(argv)
     model, tok, data = load_run(args.run, args.checkpoint)
     if args.data: data = dict(format=('coco' if 'annotations' in json.loads(Path(args.data).read_text()) else 'karpathy'), json=args.data, images=args.images)
@@ -157,6 +167,8 @@ def eval_main(argv=None):
     out.write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics); print(f"wrote {out}")
     return metrics
+
+eval_main = _script(run_eval, 'aair_eval')
 
 # %% ../nbs/13_cli.ipynb #78af476b
 def search_parser() -> argparse.ArgumentParser:
@@ -174,38 +186,38 @@ def search_parser() -> argparse.ArgumentParser:
 
 def search(model, tok, ds, text=None, image=None, k=5, rerank_k=16):
     "Top-`k` gallery indices and scores for one query (a caption -> images, or a PIL image -> captions)."
-    dev = next(model.parameters()).device
-    enc = encode_dataset(model, ds, tok, progress=False, keep_locals=rerank_k > 0 and model.has_fusion)
+    dev, fusion = next(model.parameters()).device, rerank_k > 0 and model.has_fusion
+    enc = encode_dataset(model, ds, tok, progress=False, keep_locals=fusion)
+    cpu = lambda *xs: [x.float().cpu() if x.is_floating_point() else x.bool().cpu() for x in xs]
     with torch.no_grad():
-        if text is not None:
+        if text is not None:                          # the query is the only caption; the gallery holds the images
             b = tok([text], padding=True, truncation=True, max_length=model.config.max_len, return_tensors='pt')
-            q, T, tm = model.encode_texts(b['input_ids'].to(dev), b['attention_mask'].to(dev), return_locals=True)
-            s = (enc.img_emb.to(dev) @ q[0]).cpu()                                    # [n_img]
-        else:
+            q, T, tm = cpu(*model.encode_texts(b['input_ids'].to(dev), b['attention_mask'].to(dev), return_locals=True))
+            pair = Encoded(enc.img_emb, q, enc.img_locals, enc.img_mask, T, tm)
+            as_pairs = lambda idx: (idx, torch.zeros_like(idx))
+        else:                                         # the query is the only image; the gallery holds the captions
             x = eval_transform(model.config.image_size, mean=model.config.image_mean, std=model.config.image_std)(image)[None].to(dev)
-            q, V, vm = model.encode_images(x, return_locals=True)
-            s = (enc.txt_emb.to(dev) @ q[0]).cpu()                                    # [n_txt]
+            q, V, vm = cpu(*model.encode_images(x, return_locals=True))
+            pair = Encoded(q, enc.txt_emb, V, vm, enc.txt_feats, enc.txt_mask)
+            as_pairs = lambda idx: (torch.zeros_like(idx), idx)
+        s = (pair.img_emb @ pair.txt_emb.T).flatten()                                 # [n_gallery] ITC similarities
         top = s.topk(min(max(k, rerank_k), len(s)))
         idx, score = top.indices, top.values
-        if rerank_k > 0 and model.has_fusion:
-            n = len(idx)
-            if text is not None: p = model.itm_scores(enc.img_locals[idx].to(dev), enc.img_mask[idx].to(dev), T.expand(n, -1, -1), tm.expand(n, -1))
-            else:
-                tm2 = enc.txt_mask[idx]; cols = tm2.any(0)
-                p = model.itm_scores(V.expand(n, -1, -1), vm.expand(n, -1), enc.txt_feats[idx][:, cols].to(dev), tm2[:, cols].to(dev))
-            order = p.cpu().argsort(descending=True)
-            idx, score = idx[order], p.cpu()[order]
+        if fusion:                                    # the score `evaluate` re-ranks with: ITM log-odds + ITC logit
+            f = itm_score_fn(model, pair)(*as_pairs(idx))
+            order = f.argsort(descending=True)
+            idx, score = idx[order], f[order]
     return idx[:k].tolist(), score[:k].tolist()
 
-def search_main(argv=None):
-    "Console script `aair_search`."
+def run_search(argv=None) -> tuple:
+    "`aair_search` as a function of its argument list: prints and draws the top-k; returns (indices, scores)."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from PIL import Image
     args = search_parser().parse_args(argv)
     model, tok, data = load_run(args.run)
     ds = load_data(data, args.split)
-    if args.image and not Path(args.image).exists(): raise SystemExit(f"aair_search: no such image file: {args.image}")
+    if args.image and not Path(args.image).exists(): raise FileNotFoundError(f"no such image file: {args.image}")
     img = Image.open(args.image).convert('RGB') if args.image else None
     idx, score = search(model, tok, ds, text=args.text, image=img, k=args.k, rerank_k=args.rerank_k)
     out = Path(args.out or Path(args.run)/'search.png')
@@ -224,3 +236,5 @@ def search_main(argv=None):
     fig.tight_layout(); fig.savefig(out, dpi=100); plt.close(fig)
     print(f"wrote {out}")
     return idx, score
+
+search_main = _script(run_search, 'aair_search')

@@ -104,18 +104,22 @@ def rank(enc:Encoded, # From `encode_dataset`
     return (enc.img_emb.to(dev) @ enc.txt_emb.to(dev).T).cpu()        # [n_img, n_txt]
 
 # %% ../nbs/12_evaluate.ipynb #331f58ec
-def itm_score_fn(model, # Has `itm_scores(img_locals, img_mask, txt_feats, txt_mask)`
+def itm_score_fn(model, # Has `itm_scores(img_locals, img_mask, txt_feats, txt_mask)`; `temp()` when itc_weight > 0
                  enc:Encoded, # From `encode_dataset(..., keep_locals=True)`
+                 itc_weight:float=1., # lambda: weight of the ITC logit added to the ITM log-odds (0 = ITM alone)
                  device=None, # Default: where the model is
                 ) -> Callable:
-    "A `score_fn` for `rerank`: the fusion encoder's match probability of (image, caption) index pairs."
+    "A `score_fn` for `rerank`: ITM log-odds of (image, caption) index pairs plus `itc_weight` x their ITC logit."
     if not enc.has_locals: raise ValueError("`enc` has no locals: encode with a fusion model and keep_locals=True")
     device = device or _device_of(model)
+    tau = float(model.temp()) if itc_weight else 1.
     @torch.no_grad()
     def score(i:torch.Tensor, j:torch.Tensor) -> torch.Tensor:
         tm = enc.txt_mask[j]; cols = tm.any(0)                             # drop columns that are padding in every row
-        return model.itm_scores(enc.img_locals[i].to(device), enc.img_mask[i].to(device),
-                                enc.txt_feats[j][:, cols].to(device), tm[:, cols].to(device))
+        p = model.itm_scores(enc.img_locals[i].to(device), enc.img_mask[i].to(device),
+                             enc.txt_feats[j][:, cols].to(device), tm[:, cols].to(device)).float().cpu()   # [P]
+        f = torch.logit(p.clamp(1e-6, 1 - 1e-6))                                                            # [P] ITM log-odds
+        return f + itc_weight * (enc.img_emb[i] * enc.txt_emb[j]).sum(-1) / tau if itc_weight else f
     return score
 
 def two_way_metrics(scores_i2t:torch.Tensor, # [n_img, n_txt] ranks the captions of each image
@@ -136,6 +140,7 @@ def evaluate(model, # An AAIR (or anything with `encode_images`/`encode_texts`; 
              rerank_k:int=0, # Re-rank each query's top-k with the fusion encoder; 0 = ITC only
              batch_size:int=128, # Images or captions per encoder pass
              rerank_batch_size:int=256, # Pairs per fusion pass
+             itc_weight:float=1., # Re-ranking score: ITM log-odds + itc_weight x ITC logit (`itm_score_fn`)
              enc:Encoded|None=None, # Reuse an encoding of `ds` instead of computing it
              progress:bool=True, # Show progress bars
              return_scores:bool=False, # Also return `sims` (and `scores_i2t`, `scores_t2i` when re-ranking)
@@ -151,7 +156,7 @@ def evaluate(model, # An AAIR (or anything with `encode_images`/`encode_texts`; 
     if fusion:
         was_training = model.training; model.eval()
         t0 = time.perf_counter()
-        try: s_i2t, s_t2i, n_pairs = rerank(sims, itm_score_fn(model, enc), rerank_k, rerank_batch_size, progress)
+        try: s_i2t, s_t2i, n_pairs = rerank(sims, itm_score_fn(model, enc, itc_weight), rerank_k, rerank_batch_size, progress)
         finally: model.train(was_training)
         secs = time.perf_counter() - t0
         out['rerank'] = two_way_metrics(s_i2t, s_t2i, ds.txt2img)

@@ -84,12 +84,16 @@ def test_oracle_rerank_lifts_r1_to_itc_rk(seed):
 def test_itm_score_fn_matches_model(setup):
     ds, tok, model, enc = setup
     i, j = [0, 3, 5], [1, 2, 30]
-    got = itm_score_fn(model, enc)(torch.tensor(i), torch.tensor(j))
+    ti, tj = torch.tensor(i), torch.tensor(j)
     with torch.no_grad():                           # one pair at a time, each caption cut to its own tokens
-        want = torch.cat([model.itm_scores(enc.img_locals[a:a+1], enc.img_mask[a:a+1],
-                                           enc.txt_feats[b:b+1, enc.txt_mask[b]], enc.txt_mask[b:b+1, enc.txt_mask[b]])
-                          for a, b in zip(i, j)])
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        p = torch.cat([model.itm_scores(enc.img_locals[a:a+1], enc.img_mask[a:a+1],
+                                        enc.txt_feats[b:b+1, enc.txt_mask[b]], enc.txt_mask[b:b+1, enc.txt_mask[b]])
+                       for a, b in zip(i, j)])
+        itc_logit = torch.stack([enc.img_emb[a] @ enc.txt_emb[b] for a, b in zip(i, j)]) / model.temp()
+    logodds = torch.log(p) - torch.log1p(-p)
+    torch.testing.assert_close(itm_score_fn(model, enc, itc_weight=0)(ti, tj), logodds, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(itm_score_fn(model, enc)(ti, tj), logodds + itc_logit, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(itm_score_fn(model, enc, itc_weight=0.5)(ti, tj), logodds + 0.5 * itc_logit, atol=1e-4, rtol=1e-4)
 
 def test_evaluate_keys(setup):
     ds, tok, model, enc = setup
