@@ -631,7 +631,7 @@ def train_tokenizer(texts, # Training captions (any iterable of str)
     tok = Tokenizer(models.WordPiece(unk_token='[UNK]'))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False))
     cls, sep = tok.token_to_id('[CLS]'), tok.token_to_id('[SEP]')
     tok.post_processor = processors.TemplateProcessing(single='[CLS] $A [SEP]', pair='[CLS] $A [SEP] $B:1 [SEP]:1',
                                                        special_tokens=[('[CLS]', cls), ('[SEP]', sep)])

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from .data import eval_transform, Collate
@@ -112,7 +112,7 @@ def itm_score_fn(model, # Has `itm_scores(img_locals, img_mask, txt_feats, txt_m
     "A `score_fn` for `rerank`: ITM log-odds of (image, caption) index pairs plus `itc_weight` x their ITC logit."
     if not enc.has_locals: raise ValueError("`enc` has no locals: encode with a fusion model and keep_locals=True")
     device = device or _device_of(model)
-    tau = float(model.temp()) if itc_weight else 1.
+    tau = float(model.temp().detach()) if itc_weight else 1.
     @torch.no_grad()
     def score(i:torch.Tensor, j:torch.Tensor) -> torch.Tensor:
         tm = enc.txt_mask[j]; cols = tm.any(0)                             # drop columns that are padding in every row

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from .core import check_shape, masked_fill_min
 
 # %% auto #0

@@ -233,7 +233,7 @@ def cache_image_features(encoder:nn.Module, # A frozen image encoder: images -> 
                          progress:bool=True, # Show a progress bar
                         ) -> torch.Tensor:
     "Encoder features of every image of `ds`, once: [n_img, N, Dv] in float16 on the CPU."
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     dev = next(encoder.parameters()).device
     dl = torch.utils.data.DataLoader(ds.images(transform), batch_size=batch_size,
                                      collate_fn=lambda items: torch.stack([it['image'] for it in items]))
