@@ -97,7 +97,8 @@ def _train_config(args) -> TrainConfig:
 def print_table(metrics:dict):
     "The Recall@K table of a `metrics.json`-style dict: the ITC ranking, and the re-ranked one when present."
     rows = [('ITC ranking', metrics['itc'])] + ([(f"re-ranked top-{metrics['rerank_k']}", metrics['rerank'])] if 'rerank' in metrics else [])
-    print('\n'.join(format_metrics(m, name=n, header=i == 0) for i, (n, m) in enumerate(rows)))
+    w = max(len(n) for n, _ in rows)                                  # one width for the name column
+    print('\n'.join(format_metrics(m, name=n.ljust(w), header=i == 0) for i, (n, m) in enumerate(rows)))
 
 def run_train(argv=None) -> dict:
     "`aair_train` as a function of its argument list: train, test, write `OUT/metrics.json`; returns the metrics."
