@@ -28,12 +28,18 @@ def load_data(data:dict, split:str, skip_bad:bool=False):
         return load_coco(path, data['images'], skip_bad=skip_bad)
     return load_karpathy(data['json'], data.get('images'), split=split, skip_bad=skip_bad)
 
-def _data_spec(args) -> dict:
-    "Describe the data set from the command line; the default is the generated shapes set."
-    if args.data is None:
-        return dict(format='karpathy', json=str(default_shapes(args.shapes_dir)), images=None)
-    fmt = args.format or ('coco' if 'annotations' in json.loads(Path(args.data).read_text()) else 'karpathy')
-    return dict(format=fmt, json=str(Path(args.data).resolve()), images=str(Path(args.images).resolve()) if args.images else None)
+def _data_spec(data=None, images=None, fmt=None, shapes_dir=None) -> dict:
+    "Describe a data set from command-line values (format detected when not given); no `data`: the generated shapes set."
+    if data is None:
+        return dict(format='karpathy', json=str(default_shapes(shapes_dir)), images=None)
+    fmt = fmt or ('coco' if 'annotations' in json.loads(Path(data).read_text()) else 'karpathy')
+    return dict(format=fmt, json=str(Path(data).resolve()), images=str(Path(images).resolve()) if images else None)
+
+def _test_metrics(model, ds, tok, rerank_k:int, progress:bool) -> dict:
+    "The `metrics.json` core: ITC Recall@K, the re-ranked table when the model can re-rank, and the timings."
+    k = rerank_k if model.has_fusion else 0
+    res = evaluate(model, ds, tok, rerank_k=k, progress=progress)
+    return dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}), timings=res.get('timings', {}))
 
 def _tokenizer(cfg:AAIRConfig, texts, out:Path):
     "A WordPiece vocabulary trained on the captions (from-scratch text encoders) or the pretrained one."
@@ -106,7 +112,7 @@ def run_train(argv=None) -> dict:
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
     if args.resume and (out/'data.json').exists(): data = json.loads((out/'data.json').read_text())
-    else: data = _data_spec(args); (out/'data.json').write_text(json.dumps(data, indent=2))
+    else: data = _data_spec(args.data, args.images, args.format, args.shapes_dir); (out/'data.json').write_text(json.dumps(data, indent=2))
     train_ds, val_ds, test_ds = (load_data(data, s, args.skip_bad) for s in ('train', 'val', 'test'))
     if args.resume and (out/'config.json').exists(): cfg = AAIRConfig.load(out/'config.json'); tok = load_tokenizer(out/'tokenizer')
     else: cfg = _model_config(args); tok = _tokenizer(cfg, train_ds.captions, out); cfg.save(out/'config.json')
@@ -120,11 +126,8 @@ def run_train(argv=None) -> dict:
         evaluate_fn=evaluate_fn(val_ds, tok), resume=True if args.resume else None)
     train_secs = time.time() - t0
     model, tok, _ = load_run(out, 'best')
-    k = args.rerank_k if model.has_fusion else 0
-    res = evaluate(model, test_ds, tok, rerank_k=k, progress=not args.quiet)
-    metrics = dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}),
-                   timings=res.get('timings', {}), split='test', data=data, config=cfg.to_dict(), train_config=tcfg.to_dict(),
-                   train_seconds=round(train_secs, 1))
+    metrics = dict(_test_metrics(model, test_ds, tok, args.rerank_k, not args.quiet), split='test', data=data,
+                   config=cfg.to_dict(), train_config=tcfg.to_dict(), train_seconds=round(train_secs, 1))
     (out/'metrics.json').write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics)
     print(f"trained in {train_secs/60:.1f} min; wrote {out/'metrics.json'}")
@@ -158,12 +161,9 @@ def run_eval(argv=None) -> dict:
     "`aair_eval` as a function of its argument list: Recall@K of a run's checkpoint, written to JSON; returns the metrics."
     args = eval_parser().parse_args(argv)
     model, tok, data = load_run(args.run, args.checkpoint)
-    if args.data: data = dict(format=('coco' if 'annotations' in json.loads(Path(args.data).read_text()) else 'karpathy'), json=args.data, images=args.images)
-    ds = load_data(data, args.split)
-    k = args.rerank_k if model.has_fusion else 0
-    res = evaluate(model, ds, tok, rerank_k=k, progress=not args.quiet)
-    metrics = dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}),
-                   timings=res.get('timings', {}), split=args.split, data=data, checkpoint=args.checkpoint)
+    if args.data: data = _data_spec(args.data, args.images)
+    metrics = dict(_test_metrics(model, load_data(data, args.split), tok, args.rerank_k, not args.quiet),
+                   split=args.split, data=data, checkpoint=args.checkpoint)
     out = Path(args.out or Path(args.run)/f'eval_{args.split}.json')
     out.write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics); print(f"wrote {out}")

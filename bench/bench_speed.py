@@ -35,14 +35,12 @@ def _model_and_data(setting:str, batch_size:int, n_batches:int):
     else: tok = load_pretrained_tokenizer(cfg.text)
     model = AAIR(cfg)
     collate = Collate(tok, max_len=cfg.max_len)
-    items = range(batch_size * n_batches)
     t0 = time.perf_counter()
     if setting.endswith('cached'):
         sub = ds.subset(batch_size * n_batches // 5 + 1)
         feats = cache_image_features(model.image_encoder, sub, eval_transform(cfg.image_size, mean=cfg.image_mean, std=cfg.image_std),
                                      progress=False)
         cds, collate = CachedFeatureSet(sub, feats), CachedCollate(collate)
-        items = range(min(len(cds), batch_size * n_batches))
         batches = [collate([cds[i % len(cds)] for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(n_batches)]
     else:
         ds.transform = train_transform(cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
