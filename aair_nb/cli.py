@@ -4,21 +4,21 @@
 
 # %% ../nbs/13_cli.ipynb #740dd1fb
 from __future__ import annotations
-import argparse, json, time
+import argparse, hashlib, json, time
 from pathlib import Path
 import torch
 from .core import set_seed, default_device, IN_TEST
 from .data import (default_shapes, load_karpathy, load_coco, train_tokenizer, load_tokenizer,
                           train_transform, eval_transform, Collate)
 from .metrics import format_metrics
-from .model import AAIR, AAIRConfig
+from .model import AAIR, AAIRConfig, FeatureCache, CachedFeatureSet, CachedCollate
 from .encoders import load_pretrained_tokenizer
 from .train import TrainConfig, fit, load_checkpoint
 from .evaluate import Encoded, evaluate, evaluate_fn, encode_dataset, itm_score_fn
 
 # %% auto #0
-__all__ = ['TRAIN_DEFAULTS', 'train_main', 'eval_main', 'search_main', 'load_data', 'load_run', 'train_parser', 'print_table',
-           'run_train', 'eval_parser', 'run_eval', 'search_parser', 'search', 'run_search']
+__all__ = ['TRAIN_DEFAULTS', 'train_main', 'eval_main', 'search_main', 'load_data', 'load_run', 'train_parser', 'feature_cache',
+           'print_table', 'run_train', 'eval_parser', 'run_eval', 'search_parser', 'search', 'run_search']
 
 # %% ../nbs/13_cli.ipynb #9624fc07
 def load_data(data:dict, split:str, skip_bad:bool=False):
@@ -35,10 +35,10 @@ def _data_spec(data=None, images=None, fmt=None, shapes_dir=None) -> dict:
     fmt = fmt or ('coco' if 'annotations' in json.loads(Path(data).read_text()) else 'karpathy')
     return dict(format=fmt, json=str(Path(data).resolve()), images=str(Path(images).resolve()) if images else None)
 
-def _test_metrics(model, ds, tok, rerank_k:int, progress:bool) -> dict:
+def _test_metrics(model, ds, tok, rerank_k:int, progress:bool, cache=None) -> dict:
     "The `metrics.json` core: ITC Recall@K, the re-ranked table when the model can re-rank, and the timings."
     k = rerank_k if model.has_fusion else 0
-    res = evaluate(model, ds, tok, rerank_k=k, progress=progress)
+    res = evaluate(model, ds, tok, rerank_k=k, progress=progress, cache=cache)
     return dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}), timings=res.get('timings', {}))
 
 def _tokenizer(cfg:AAIRConfig, texts, out:Path):
@@ -78,6 +78,12 @@ def train_parser() -> argparse.ArgumentParser:
     for w in ('itc', 'ims', 'lmim', 'itm'): p.add_argument(f'--w-{w}', type=float, default=None, help=f"weight of the {w.upper()} loss (0 = off)")
     p.add_argument('--pool', default=None, choices=['gpo', 'mean'], help="pooling of local features")
     p.add_argument('--loss', default=None, choices=['itc', 'vse'], help="alignment loss: contrastive (AAIR) or VSE++ hinge")
+    p.add_argument('--freeze-image', action='store_true', help="keep the image encoder fixed (the small preset always does)")
+    p.add_argument('--freeze-text', action='store_true', help="keep the text encoder fixed")
+    p.add_argument('--tune-text-layers', type=int, default=0, help="with --freeze-text: still train the text encoder's last N layers")
+    p.add_argument('--cache-features', action='store_true', help="run the frozen encoders once over every split, keep their "
+                   "outputs in --cache-dir and train and evaluate on them (no image augmentation)")
+    p.add_argument('--cache-dir', default=str(Path.home()/'.cache'/'aair_nb'/'features'), help="where --cache-features keeps them")
     p.add_argument('--rerank-k', type=int, default=16, help="candidates per query re-ranked by the fusion encoder at test time (0 = none)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--skip-bad', action='store_true', help="skip (and count) bad data entries instead of stopping")
@@ -93,7 +99,22 @@ def _model_config(args) -> AAIRConfig:
     cfg = AAIRConfig.preset(args.preset)
     kw = {k: v for k, v in dict(w_itc=args.w_itc, w_ims=args.w_ims, w_lmim=args.w_lmim, w_itm=args.w_itm,
                                  pool=args.pool, loss=args.loss).items() if v is not None}
+    kw |= {k: True for k in ('freeze_image', 'freeze_text') if getattr(args, k)}
+    if args.tune_text_layers: kw |= dict(freeze_text=True, text_tune_top=args.tune_text_layers)
     return cfg.replace(**kw)
+
+def feature_cache(model:AAIR, ds, tok, data:dict, split:str, cache_dir, progress:bool=True) -> FeatureCache:
+    "The `FeatureCache` of one split, one file per frozen encoder: read from `cache_dir` when an earlier run made it, else built and saved there."
+    c, src, out = model.config, Path(data['json']), FeatureCache()
+    base = dict(data=data, split=split, json_bytes=src.stat().st_size, json_mtime=src.stat().st_mtime_ns, n_images=ds.n_images, n_captions=len(ds))
+    for mod, frozen, enc in (('image', c.freeze_image, c.image.to_dict()), ('text', c.freeze_text, dict(c.text.to_dict(), tune_top=c.text_tune_top))):
+        if not frozen: continue
+        key = hashlib.sha1(json.dumps(dict(base, modality=mod, encoder=enc), sort_keys=True).encode()).hexdigest()[:12]
+        path = Path(cache_dir).expanduser()/f"{src.stem}_{split}_{mod}_{key}.safetensors"
+        if path.exists(): part = FeatureCache.load(path, ds)
+        else: part = FeatureCache.build(model, ds, tok, progress=progress, modalities=(mod,)); part.save(path)
+        out = out.merge(part)
+    return out
 
 def _train_config(args) -> TrainConfig:
     kw = dict(TRAIN_DEFAULTS[args.preset])
@@ -120,17 +141,24 @@ def run_train(argv=None) -> dict:
     print(f"aair_train: preset {args.preset}, {train_ds.n_images} train images / {len(train_ds)} captions, "
           f"val {val_ds.n_images}, test {test_ds.n_images}; run folder {out}")
     train_ds.transform = train_transform(cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
-    model = AAIR(cfg)
+    model, collate, caches = AAIR(cfg), Collate(tok, max_len=cfg.max_len), {}
     t0 = time.time()
-    fit(model, train_ds, tcfg, out, collate_fn=Collate(tok, max_len=cfg.max_len),
-        evaluate_fn=evaluate_fn(val_ds, tok), resume=True if args.resume else None)
+    if args.cache_features:
+        if not (cfg.freeze_image or cfg.freeze_text): raise ValueError("--cache-features needs a frozen encoder: add --freeze-text or --freeze-image")
+        caches = {s: feature_cache(model, ds, tok, data, s, args.cache_dir, not args.quiet)
+                  for s, ds in (('train', train_ds), ('val', val_ds), ('test', test_ds))}
+        train_ds, collate = CachedFeatureSet(train_ds, caches['train']), CachedCollate(collate)
+    cache_secs, t0 = time.time() - t0, time.time()
+    fit(model, train_ds, tcfg, out, collate_fn=collate,
+        evaluate_fn=evaluate_fn(val_ds, tok, cache=caches.get('val')), resume=True if args.resume else None)
     train_secs = time.time() - t0
     model, tok, _ = load_run(out, 'best')
-    metrics = dict(_test_metrics(model, test_ds, tok, args.rerank_k, not args.quiet), split='test', data=data,
-                   config=cfg.to_dict(), train_config=tcfg.to_dict(), train_seconds=round(train_secs, 1))
+    metrics = dict(_test_metrics(model, test_ds, tok, args.rerank_k, not args.quiet, cache=caches.get('test')), split='test', data=data,
+                   config=cfg.to_dict(), train_config=tcfg.to_dict(), train_seconds=round(train_secs, 1),
+                   **({'cache_seconds': round(cache_secs, 1)} if caches else {}))
     (out/'metrics.json').write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics)
-    print(f"trained in {train_secs/60:.1f} min; wrote {out/'metrics.json'}")
+    print(f"trained in {train_secs/60:.1f} min" + (f" (features cached in {cache_secs/60:.1f} min)" if caches else '') + f"; wrote {out/'metrics.json'}")
     return metrics
 
 def _script(fn, prog:str):

@@ -37,18 +37,34 @@ class EncoderCfg(Config):
 
 # %% ../nbs/03_encoders.ipynb #51c40bcf
 class Encoder(nn.Module):
-    "Base of all encoders: `forward(...) -> (feats [B, N, out_dim], mask [B, N] bool)` and `freeze()`."
+    "Base of all encoders: `forward(...) -> (feats [B, N, out_dim], mask [B, N] bool)`, `freeze()` and feature caching."
     out_dim: int = 0     # width D of the local features
     frozen: bool = False # set by `freeze()`
-    def freeze(self):
-        "Fix every weight: no gradients, always in eval mode, forward under `torch.no_grad()`."
+    tune_top: int = 0    # layers at the top that `freeze(tune_top)` left trainable
+    def freeze(self, tune_top:int=0 # Keep the last `tune_top` layers trainable (encoders with `top_layers`)
+              ):
+        "Fix every weight (but the top `tune_top` layers): no gradients, eval mode, forward under `torch.no_grad()`."
         for p in self.parameters(): p.requires_grad_(False)
-        self.frozen = True
+        if tune_top:
+            for p in self.top_layers(tune_top).parameters(): p.requires_grad_(True)
+        self.frozen, self.tune_top = True, tune_top
         return self.eval()
-    def train(self, mode:bool=True): return super().train(mode and not self.frozen)
+    def top_layers(self, n:int) -> nn.Module: raise ValueError(f"{type(self).__name__} cannot train only its top {n} layers")
+    def train(self, mode:bool=True):
+        super().train(mode and not self.frozen)
+        if self.tune_top: self.top_layers(self.tune_top).train(mode)
+        return self
     def forward(self, *args, **kwargs):
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen): return self.encode(*args, **kwargs)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.tune_top > 0 or not self.frozen)): return self.encode(*args, **kwargs)
     def encode(self, *args, **kwargs): raise NotImplementedError
+    @torch.no_grad()
+    def bottom(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        "What a feature cache keeps: the output of the frozen part (all of it unless `tune_top`)."
+        if self.tune_top: raise NotImplementedError(f"{type(self).__name__} cannot cache below its top layers")
+        return self(*args, **kwargs)
+    def from_cache(self, feats:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "The encoder's output from cached `bottom` features: the trainable top layers, or nothing to do."
+        return feats, mask
 
 # %% ../nbs/03_encoders.ipynb #3fc038f7
 def _all_valid(h:torch.Tensor) -> torch.Tensor:
@@ -180,6 +196,12 @@ def _width(c) -> int:
     if getattr(c, 'hidden_sizes', None): return c.hidden_sizes[-1]
     raise ValueError(f"cannot tell the output width of a {type(c).__name__}")
 
+def _layer_mask(model, mask:torch.Tensor, h:torch.Tensor):
+    "The attention mask a BERT layer of `model` takes for token mask [B, L] (transformers 4 and 5 build it differently)."
+    if hasattr(model, 'get_extended_attention_mask'): return model.get_extended_attention_mask(mask.long(), mask.shape)
+    from transformers.masking_utils import create_bidirectional_mask
+    return create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask.long())
+
 class HFTextEncoder(Encoder):
     "A pretrained HF text model (MiniLM from its PyPI package, or any local model): locals are the token states."
     def __init__(self, cfg:EncoderCfg):
@@ -192,6 +214,21 @@ class HFTextEncoder(Encoder):
               ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state   # [B, L, D]
         return h, attention_mask.bool()
+    def top_layers(self, n:int) -> nn.Module:
+        layers = self.model.encoder.layer                       # BERT-like models (MiniLM included)
+        if not 0 < n <= len(layers): raise ValueError(f"tune_top={n}: the text encoder has {len(layers)} layers")
+        return layers[len(layers) - n:]
+    @torch.no_grad()
+    def bottom(self, input_ids:torch.Tensor, attention_mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.tune_top: return self(input_ids, attention_mask)
+        hs = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+        return hs[-self.tune_top - 1], attention_mask.bool()    # input of the first trainable layer [B, L, D]
+    def from_cache(self, h:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.tune_top: return h, mask
+        ext = _layer_mask(self.model, mask, h)
+        for layer in self.top_layers(self.tune_top):
+            h = layer(h, attention_mask=ext); h = h[0] if isinstance(h, tuple) else h
+        return h, mask
 
 def load_pretrained_tokenizer(cfg:EncoderCfg, # A text encoder config of kind 'minilm' or 'hf'
                              ):

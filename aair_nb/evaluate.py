@@ -59,6 +59,7 @@ def encode_dataset(model, # Has `encode_images`, `encode_texts` (AAIR); `has_fus
                    keep_locals:bool=True, # Keep locals for re-ranking (only when the model has a fusion encoder)
                    transform=None, # Image transform; default `eval_transform` from `model.config`
                    num_workers:int=0, # DataLoader workers for the images
+                   cache=None, # A `FeatureCache` of `ds`: frozen encoders' outputs are read from it, not recomputed
                   ) -> Encoded:
     "Embed every image of `ds` once and every caption once (eval mode, no gradients)."
     cfg = getattr(model, 'config', None)
@@ -72,23 +73,37 @@ def encode_dataset(model, # Has `encode_images`, `encode_texts` (AAIR); `has_fus
     model.eval()
     t0 = time.perf_counter()
     try:
+        if cache is not None: cache.check(ds)
         collate, v, V, vm, ids = Collate(tokenizer, max_len), [], [], [], []
-        for b in tqdm(DataLoader(ds.images(transform), batch_size=batch_size, num_workers=num_workers, collate_fn=collate),
-                      desc='images', disable=not progress):
-            out = model.encode_images(b['images'].to(device), return_locals=keep)
-            if keep: out, Vb, mb = out; V.append(Vb.float().cpu()); vm.append(mb.bool().cpu())   # [B, N, Dv], [B, N]
-            v.append(out.float().cpu()); ids.append(b['image_ids'])
+        if cache is not None and cache.img_feats is not None:               # frozen image encoder: its cached output
+            batches = ((f.float(), torch.ones(f.shape[:2], dtype=torch.bool), torch.arange(i, i + len(f)))
+                       for i, f in zip(range(0, ds.n_images, batch_size), cache.img_feats.split(batch_size)))
+            embed = lambda f, m: model.encode_image_feats(f.to(device), m.to(device), return_locals=True)
+        else:
+            batches = ((b['images'], None, b['image_ids']) for b in DataLoader(ds.images(transform), batch_size=batch_size,
+                                                                             num_workers=num_workers, collate_fn=collate))
+            embed = lambda x, _: model.encode_images(x.to(device), return_locals=True)
+        for x, m, b_ids in tqdm(batches, desc='images', total=-(-ds.n_images // batch_size), disable=not progress):
+            out, x, m = embed(x, m)                                         # [B, d], [B, N, Dv], [B, N]
+            if keep: V.append(x.float().cpu()); vm.append(m.bool().cpu())
+            v.append(out.float().cpu()); ids.append(b_ids)
         ids = torch.cat(ids)
         if not torch.equal(ids.sort().values, torch.arange(len(ids))):
             raise ValueError(f"ds.images() must yield each image id 0..{len(ids)-1} once; got ids {ids[:8].tolist()}...")
         order = ids.argsort()                                              # rows back in image-index order
         enc = dict(img_emb=torch.cat(v)[order])                            # [n_img, d]
         if keep: enc |= dict(img_locals=_pad_cat(V)[order], img_mask=_pad_cat(vm, False)[order])
-        caps = [dict(caption=c, image_id=int(i)) for c, i in zip(ds.captions, ds.txt2img)]
+        if cache is not None and cache.txt_feats is not None:               # frozen text encoder: its cached output
+            batches = zip(cache.txt_feats.split(batch_size), cache.txt_mask.split(batch_size))
+            embed = lambda f, m: model.encode_text_feats(f.float().to(device), m.to(device), return_locals=True)
+        else:
+            caps = [dict(caption=c, image_id=int(i)) for c, i in zip(ds.captions, ds.txt2img)]
+            batches = ((b['input_ids'], b['attention_mask']) for b in DataLoader(caps, batch_size=batch_size, collate_fn=collate))
+            embed = lambda x, m: model.encode_texts(x.to(device), m.to(device), return_locals=True)
         t, T, tm = [], [], []
-        for b in tqdm(DataLoader(caps, batch_size=batch_size, collate_fn=collate), desc='captions', disable=not progress):
-            out = model.encode_texts(b['input_ids'].to(device), b['attention_mask'].to(device), return_locals=keep)
-            if keep: out, Tb, mb = out; T.append(Tb.float().cpu()); tm.append(mb.bool().cpu())   # [B, L, Dt], [B, L]
+        for x, m in tqdm(batches, desc='captions', total=-(-len(ds) // batch_size), disable=not progress):
+            out, x, m = embed(x, m)                                         # [B, d], [B, L, Dt], [B, L]
+            if keep: T.append(x.float().cpu()); tm.append(m.bool().cpu())
             t.append(out.float().cpu())
         enc['txt_emb'] = torch.cat(t)                                      # [n_txt, d]
         if keep: enc |= dict(txt_feats=_pad_cat(T), txt_mask=_pad_cat(tm, False))
@@ -116,8 +131,9 @@ def itm_score_fn(model, # Has `itm_scores(img_locals, img_mask, txt_feats, txt_m
     @torch.no_grad()
     def score(i:torch.Tensor, j:torch.Tensor) -> torch.Tensor:
         tm = enc.txt_mask[j]; cols = tm.any(0)                             # drop columns that are padding in every row
-        p = model.itm_scores(enc.img_locals[i].to(device), enc.img_mask[i].to(device),
-                             enc.txt_feats[j][:, cols].to(device), tm[:, cols].to(device)).float().cpu()   # [P]
+        u, inv = i.unique(return_inverse=True)                             # each image's locals sent (and projected) once
+        p = model.itm_scores(enc.img_locals[u].to(device), enc.img_mask[u].to(device), enc.txt_feats[j][:, cols].to(device),
+                             tm[:, cols].to(device), img_index=inv.to(device)).float().cpu()                # [P]
         f = torch.logit(p.clamp(1e-6, 1 - 1e-6))                                                            # [P] ITM log-odds
         return f + itc_weight * (enc.img_emb[i] * enc.txt_emb[j]).sum(-1) / tau if itc_weight else f
     return score
@@ -142,13 +158,14 @@ def evaluate(model, # An AAIR (or anything with `encode_images`/`encode_texts`; 
              rerank_batch_size:int=256, # Pairs per fusion pass
              itc_weight:float=1., # Re-ranking score: ITM log-odds + itc_weight x ITC logit (`itm_score_fn`)
              enc:Encoded|None=None, # Reuse an encoding of `ds` instead of computing it
+             cache=None, # A `FeatureCache` of `ds` (frozen encoders' outputs), passed to `encode_dataset`
              progress:bool=True, # Show progress bars
              return_scores:bool=False, # Also return `sims` (and `scores_i2t`, `scores_t2i` when re-ranking)
             ) -> dict:
     "Recall@K of ITC ranking (`itc`), of fusion re-ranking (`rerank`, when asked and possible) and `timings`."
     fusion = rerank_k > 0 and getattr(model, 'has_fusion', False)
     if rerank_k > 0 and not fusion: warnings.warn("the model has no fusion encoder: reporting ITC metrics only")
-    if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion, progress=progress)
+    if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion, progress=progress, cache=cache)
     t0 = time.perf_counter()
     sims = rank(enc, device=_device_of(model))                                # [n_img, n_txt]
     out = dict(itc=retrieval_metrics(sims, ds.txt2img), timings=dict(encode_s=enc.secs, rank_s=time.perf_counter() - t0))
@@ -169,10 +186,11 @@ def evaluate_fn(ds, # Validation `CaptionSet`
                 tokenizer, # The tokenizer the model is trained with
                 rerank_k:int=0, # Also report fusion re-ranking (`rerank_`-prefixed keys)
                 batch_size:int=128, # Images or captions per encoder pass
+                cache=None, # A `FeatureCache` of `ds` (frozen encoders' outputs)
                ) -> Callable:
     "A `model -> dict` validation hook for the trainer: flat floats `i2t_r1 ... rsum mR` (and `rerank_*`)."
     def fn(model) -> dict:
-        r = evaluate(model, ds, tokenizer, rerank_k=rerank_k, batch_size=batch_size, progress=False)
+        r = evaluate(model, ds, tokenizer, rerank_k=rerank_k, batch_size=batch_size, progress=False, cache=cache)
         flat = {k: float(v) for k, v in r['itc'].items()}
         if 'rerank' in r: flat |= {f'rerank_{k}': float(v) for k, v in r['rerank'].items()}
         return flat

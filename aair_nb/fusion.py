@@ -64,15 +64,18 @@ class FusionEncoder(nn.Module):
                 img:torch.Tensor, # [B, N, D_v] image locals
                 img_mask:torch.Tensor, # [B, N] bool, True = valid; at least one per row
                 return_attn:bool=False, # Also return one cross-attention map [B, heads, L, N] per block
+                img_index:torch.Tensor|None=None, # [B] row of `img` for each caption (then `img` is [M, N, D_v]); None: row b
                ):
         "Fused token states h [B, L, w] (and the list of cross-attention maps when `return_attn`)."
         B, L, _ = txt.shape
-        check_shape(txt_mask, (B, L), 'txt_mask'); check_shape(img, (B, None, None), 'img')
+        check_shape(txt_mask, (B, L), 'txt_mask'); check_shape(img, (B if img_index is None else None, None, None), 'img')
         check_shape(img_mask, img.shape[:2], 'img_mask')
         txt_mask, img_mask = txt_mask.bool(), img_mask.bool()
         if not txt_mask[:, 0].all(): raise ValueError("txt_mask: position 0 ([CLS]) must be a valid token in every row")
         if not img_mask.any(1).all(): raise ValueError("img_mask: every row needs at least one valid image local")
-        x, z = self.txt_in(txt), self.img_in(img)                          # [B, L, w], [B, N, w]
+        x, z = self.txt_in(txt), self.img_in(img)                          # [B, L, w], [M, N, w]
+        if img_index is not None:                                          # project each image once, then pair it
+            check_shape(img_index, (B,), 'img_index'); z, img_mask = z[img_index], img_mask[img_index]   # [B, N, w], [B, N]
         maps = []
         for layer in self.layers:
             x, a = layer(x, ~txt_mask, z, ~img_mask, need_weights=return_attn)
@@ -111,17 +114,16 @@ def sample_hard_negatives(sim:torch.Tensor, # [B, B] ITC similarities (row i = i
     return neg_img, neg_txt
 
 # %% ../nbs/09_fusion.ipynb #36467a72
-def itm_pairs(V:torch.Tensor, # [B, N, D_v] image locals of the batch
-              vmask:torch.Tensor, # [B, N] bool
-              T:torch.Tensor, # [B, L, D_t] token features of the batch (caption i belongs to image i)
+def itm_pairs(T:torch.Tensor, # [B, L, D_t] token features of the batch (caption i belongs to image i)
               tmask:torch.Tensor, # [B, L] bool
               neg_img:torch.Tensor, # [B] hard-negative image of each caption (`sample_hard_negatives`)
               neg_txt:torch.Tensor, # [B] hard-negative caption of each image
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    "The 3B ITM pairs [positives; (neg image, caption j); (image i, neg caption)]: (V [3B,N,Dv], vmask, T [3B,L,Dt], tmask)."
-    V3 = torch.cat([V, V[neg_img], V]); vm3 = torch.cat([vmask, vmask[neg_img], vmask])     # [3B, N, Dv], [3B, N]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "The 3B ITM pairs [positives; (neg image, caption j); (image i, neg caption)]: (image index [3B], T [3B,L,Dt], tmask)."
+    i = torch.arange(len(T), device=T.device)
+    img_index = torch.cat([i, neg_img.to(i.device), i])                                     # [3B] rows of the batch's images
     T3 = torch.cat([T, T, T[neg_txt]]); tm3 = torch.cat([tmask, tmask, tmask[neg_txt]])     # [3B, L, Dt], [3B, L]
-    return V3, vm3, T3, tm3
+    return img_index, T3, tm3
 
 def itm_loss(logits:torch.Tensor, # [P, 2] ITM logits, the first `n_pos` rows for matching pairs
              n_pos:int, # Number of positive pairs (B for an `itm_pairs` stack of P = 3B)

@@ -6,10 +6,12 @@
 from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import Config, l2norm, check_shape
+from .data import eval_transform
 from .encoders import EncoderCfg, build_image_encoder, build_text_encoder, image_stats
 from .gpo import build_pool
 from .itc import Temperature, itc_loss, vse_hinge_loss
@@ -19,8 +21,9 @@ from .lmim import pool_grid, lmim_loss
 from .fusion import FusionEncoder, ITMHead, sample_hard_negatives, itm_pairs, itm_loss
 
 # %% auto #0
-__all__ = ['PRESETS', 'AAIRConfig', 'AAIR', 'encode_images', 'encode_texts', 'encode_image_feats', 'itm_scores', 'forward',
-           'baseline_config', 'cache_image_features', 'CachedFeatureSet', 'CachedCollate']
+__all__ = ['PRESETS', 'AAIRConfig', 'AAIR', 'encode_images', 'encode_texts', 'encode_image_feats', 'encode_text_feats',
+           'itm_scores', 'forward', 'baseline_config', 'cache_image_features', 'cache_text_features', 'FeatureCache',
+           'CachedFeatureSet', 'CachedCollate']
 
 # %% ../nbs/10_model.ipynb #3c5b6488
 @dataclass
@@ -44,6 +47,7 @@ class AAIRConfig(Config):
     fusion_heads: int = 4       # its attention heads
     freeze_image: bool = False  # keep the image encoder fixed (pretrained backbones on CPU; allows feature caching)
     freeze_text: bool = False   # keep the text encoder fixed
+    text_tune_top: int = 0      # with freeze_text: still train the text encoder's last layers (caches keep their input)
 
     @classmethod
     def preset(cls, name:str # 'tiny' | 'small' | 'base'
@@ -87,7 +91,7 @@ class AAIR(nn.Module):
         if c.loss not in ('itc', 'vse'): raise ValueError(f"loss must be 'itc' or 'vse', got {c.loss!r}")
         self.image_encoder, self.text_encoder = build_image_encoder(c.image), build_text_encoder(c.text)
         if c.freeze_image: self.image_encoder.freeze()
-        if c.freeze_text: self.text_encoder.freeze()
+        if c.freeze_text: self.text_encoder.freeze(c.text_tune_top)
         dv, dt = self.image_encoder.out_dim, self.text_encoder.out_dim
         self.img_proj, self.txt_proj = nn.Linear(dv, c.embed_dim), nn.Linear(dt, c.embed_dim)
         self.img_pool, self.txt_pool = build_pool(c.pool), build_pool(c.pool)
@@ -98,9 +102,10 @@ class AAIR(nn.Module):
             for name in ('image_encoder', 'text_encoder', 'img_proj', 'txt_proj', 'img_pool', 'txt_pool'):
                 online = getattr(self, name)
                 frozen = not any(p.requires_grad for p in online.parameters()) and any(True for _ in online.parameters())
-                target = online if frozen else momentum_copy(online)
-                setattr(self, name + '_m', target)
-                if not frozen: self.model_pairs.append((online, target))
+                if frozen: object.__setattr__(self, name + '_m', online)   # shared, not registered twice: saved once
+                else:
+                    setattr(self, name + '_m', momentum_copy(online))
+                    self.model_pairs.append((online, getattr(self, name + '_m')))
             self.img_queue, self.txt_queue = FeatureQueue(c.embed_dim, c.queue_size), FeatureQueue(c.embed_dim, c.queue_size)
         self.has_fusion = c.w_itm > 0
         if self.has_fusion:
@@ -119,15 +124,15 @@ def _embed(feats, mask, proj, pool):
     g, _ = pool(x, mask)                  # [B, d]
     return l2norm(g), x
 
-def _image_locals(self:AAIR, batch:dict, encoder):
-    "Image encoder output for a batch: cached features when present, else run `encoder` on the pixels."
-    if 'image_feats' in batch:
-        if any(p.requires_grad for p in self.image_encoder.parameters()):
-            raise ValueError("cached image features need a frozen image encoder (config.freeze_image=True)")
-        return batch['image_feats'], batch['image_mask']
-    return encoder(batch['images'])
+def _locals(self:AAIR, batch:dict, modality:str, encoder):
+    "Encoder output for one modality of a batch: cached features when present, else run `encoder` on the pixels or tokens."
+    if f'{modality}_feats' in batch:
+        if not getattr(self, f'{modality}_encoder').frozen:
+            raise ValueError(f"cached {modality} features need a frozen {modality} encoder (config.freeze_{modality}=True)")
+        return encoder.from_cache(batch[f'{modality}_feats'], batch[f'{modality}_mask'])
+    return encoder(batch['images']) if modality == 'image' else encoder(batch['input_ids'], batch['attention_mask'])
 
-AAIR._momentum_update, AAIR._image_locals = _momentum_update, _image_locals
+AAIR._momentum_update, AAIR._locals = _momentum_update, _locals
 
 # %% ../nbs/10_model.ipynb #2b77b5a7
 def encode_images(self:AAIR, images:torch.Tensor, # [B,3,H,W] normalised pixels
@@ -147,26 +152,42 @@ def encode_texts(self:AAIR, input_ids:torch.Tensor, # [B,L] token ids
     t, _ = _embed(T, mask, self.txt_proj, self.txt_pool)
     return (t, T, mask) if return_locals else t
 
-def encode_image_feats(self:AAIR, feats:torch.Tensor, mask:torch.Tensor):
-    "Embeddings [B,d] from cached image-encoder outputs `feats` [B,N,Dv]."
-    return _embed(feats, mask, self.img_proj, self.img_pool)[0]
+def encode_image_feats(self:AAIR, feats:torch.Tensor, # [B,N,Dv] cached image-encoder features (`FeatureCache`)
+                       mask:torch.Tensor, # [B,N] bool
+                       return_locals:bool=False, # Also return the encoder locals and mask
+                      ):
+    "`encode_images` from cached image-encoder features."
+    V, m = self.image_encoder.from_cache(feats, mask)
+    v, _ = _embed(V, m, self.img_proj, self.img_pool)
+    return (v, V, m) if return_locals else v
 
-AAIR.encode_images, AAIR.encode_texts, AAIR.encode_image_feats = encode_images, encode_texts, encode_image_feats
+def encode_text_feats(self:AAIR, feats:torch.Tensor, # [B,L,Dt] cached text-encoder features (`FeatureCache`)
+                      mask:torch.Tensor, # [B,L] bool
+                      return_locals:bool=False, # Also return the token features and mask
+                     ):
+    "`encode_texts` from cached text-encoder features (the trainable top layers run on them)."
+    T, m = self.text_encoder.from_cache(feats, mask)
+    t, _ = _embed(T, m, self.txt_proj, self.txt_pool)
+    return (t, T, m) if return_locals else t
+
+AAIR.encode_images, AAIR.encode_texts = encode_images, encode_texts
+AAIR.encode_image_feats, AAIR.encode_text_feats = encode_image_feats, encode_text_feats
 
 # %% ../nbs/10_model.ipynb #dc68aaa2
 def itm_scores(self:AAIR, img_locals:torch.Tensor, # [B,N,Dv] image-encoder locals
                img_mask:torch.Tensor, # [B,N] bool
                txt_feats:torch.Tensor, # [B,L,Dt] text-encoder token features
                txt_mask:torch.Tensor, # [B,L] bool
+               img_index:torch.Tensor|None=None, # [B] row of `img_locals` for each caption (then [M,N,Dv]); None: row b
               ) -> torch.Tensor:
     "Probability [B] that each (image, caption) pair matches, from the fusion encoder."
     if not self.has_fusion: raise RuntimeError("this model has no fusion encoder (config.w_itm == 0): it cannot re-rank")
-    h = self.fusion(txt_feats, txt_mask, img_locals, img_mask)     # [B, L, width]
+    h = self.fusion(txt_feats, txt_mask, img_locals, img_mask, img_index=img_index)     # [B, L, width]
     return self.itm_head(h).softmax(-1)[:, 1]
 
-def _itm_logits(self:AAIR, V, vmask, T, tmask):
-    "ITM logits [B,2] of the fusion encoder for aligned (image, caption) rows."
-    return self.itm_head(self.fusion(T, tmask, V, vmask))
+def _itm_logits(self:AAIR, V, vmask, T, tmask, img_index=None):
+    "ITM logits [P,2] of the fusion encoder: caption p with image `img_index[p]` (default: aligned rows)."
+    return self.itm_head(self.fusion(T, tmask, V, vmask, img_index=img_index))
 
 AAIR.itm_scores, AAIR._itm_logits = itm_scores, _itm_logits
 
@@ -174,8 +195,8 @@ AAIR.itm_scores, AAIR._itm_logits = itm_scores, _itm_logits
 def forward(self:AAIR, batch:dict) -> dict:
     "Named losses of one batch and their weighted total `loss`."
     c, ids = self.config, batch['image_ids']
-    V, vmask = self._image_locals(batch, self.image_encoder)                 # [B, Nv, Dv]
-    T, tmask = self.text_encoder(batch['input_ids'], batch['attention_mask'])  # [B, Nt, Dt]
+    V, vmask = self._locals(batch, 'image', self.image_encoder)               # [B, Nv, Dv]
+    T, tmask = self._locals(batch, 'text', self.text_encoder)                 # [B, Nt, Dt]
     v, _ = _embed(V, vmask, self.img_proj, self.img_pool)                     # [B, d]
     t, _ = _embed(T, tmask, self.txt_proj, self.txt_pool)                     # [B, d]
     tau, out = self.temp(), {}
@@ -183,8 +204,9 @@ def forward(self:AAIR, batch:dict) -> dict:
         with torch.no_grad():
             self._momentum_update()
             aug = {**batch, 'images': batch.get('images_aug', batch.get('images'))}
-            V_m, vmask_m = self._image_locals(aug, self.image_encoder_m)
-            T_m, tmask_m = self.text_encoder_m(batch['input_ids'], batch['attention_mask'])
+            V_m, vmask_m = self._locals(aug, 'image', self.image_encoder_m)
+            # a frozen text encoder is its own momentum copy: its output is already there
+            T_m, tmask_m = (T, tmask) if self.text_encoder_m is self.text_encoder else self._locals(batch, 'text', self.text_encoder_m)
             v_m, Vp_m = _embed(V_m, vmask_m, self.img_proj_m, self.img_pool_m)   # [B, d], [B, Nv, d]
             t_m, Tp_m = _embed(T_m, tmask_m, self.txt_proj_m, self.txt_pool_m)   # [B, d], [B, Nt, d]
             qv, qt = self.img_queue.get(), self.txt_queue.get()                  # ([K', d], [K'])
@@ -211,8 +233,8 @@ def _itm_loss(self:AAIR, V, vmask, T, tmask, v, t, ids, tau):
     "ITM loss on B positives, B hard-negative images and B hard-negative captions."
     with torch.no_grad(): sim = v @ t.T / tau                                  # [B, B] image x text
     neg_img, neg_txt = sample_hard_negatives(sim, ids)                          # [B], [B]
-    V3, vm3, T3, tm3 = itm_pairs(V, vmask, T, tmask, neg_img, neg_txt)          # 3B pairs: positives first
-    return itm_loss(self._itm_logits(V3, vm3, T3, tm3), len(V))
+    idx, T3, tm3 = itm_pairs(T, tmask, neg_img, neg_txt)                        # 3B pairs: positives first
+    return itm_loss(self._itm_logits(V, vmask, T3, tm3, img_index=idx), len(V))
 
 AAIR._itm_loss = _itm_loss
 
@@ -226,7 +248,7 @@ def baseline_config(preset:str='tiny', # Encoders and widths come from this pres
 
 # %% ../nbs/10_model.ipynb #2c3ce225
 @torch.no_grad()
-def cache_image_features(encoder:nn.Module, # A frozen image encoder: images -> (feats [B,N,Dv], mask [B,N])
+def cache_image_features(encoder:nn.Module, # A frozen image `Encoder` (its `bottom` is cached)
                          ds, # A `CaptionSet`
                          transform, # The evaluation transform the encoder expects
                          batch_size:int=64, # Images per forward pass
@@ -237,23 +259,101 @@ def cache_image_features(encoder:nn.Module, # A frozen image encoder: images -> 
     dev = next(encoder.parameters()).device
     dl = torch.utils.data.DataLoader(ds.images(transform), batch_size=batch_size,
                                      collate_fn=lambda items: torch.stack([it['image'] for it in items]))
-    return torch.cat([encoder(x.to(dev))[0].half().cpu() for x in tqdm(dl, desc='cache image features', disable=not progress)])
+    return torch.cat([encoder.bottom(x.to(dev))[0].half().cpu() for x in tqdm(dl, desc='cache image features', disable=not progress)])
+
+@torch.no_grad()
+def cache_text_features(encoder:nn.Module, # A frozen text `Encoder` (its `bottom` is cached)
+                        ds, # A `CaptionSet`
+                        tokenizer, # The encoder's tokenizer
+                        max_len:int, # Captions are cut to this many tokens
+                        batch_size:int=256, # Captions per forward pass
+                        progress:bool=True, # Show a progress bar
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Token features of every caption of `ds`, once: ([n_txt, L, Dt] float16, mask [n_txt, L]), L = the longest caption."
+    from tqdm import tqdm
+    dev = next(encoder.parameters()).device
+    tok = tokenizer(list(ds.captions), truncation=True, max_length=max_len)['input_ids']
+    lens = torch.tensor([len(t) for t in tok])
+    order = lens.argsort(descending=True).tolist()          # similar lengths share a batch: little padding to encode
+    feats = torch.zeros(len(tok), int(lens.max()), encoder.out_dim, dtype=torch.float16)
+    for b in tqdm(range(0, len(order), batch_size), desc='cache text features', disable=not progress):
+        idx = order[b:b + batch_size]
+        t = tokenizer.pad({'input_ids': [tok[i] for i in idx]}, return_tensors='pt')
+        f, _ = encoder.bottom(t['input_ids'].to(dev), t['attention_mask'].to(dev))  # [B, L_b, Dt]
+        feats[idx, :f.shape[1]] = f.half().cpu()
+    mask = torch.arange(feats.shape[1]) < lens[:, None]      # [n_txt, L] True = a real token (right padding)
+    return feats, mask
+
+@dataclass
+class FeatureCache:
+    "Outputs of the frozen encoders for one data split, computed once; `None` where an encoder is trained."
+    img_feats: torch.Tensor|None = None    # [n_img, N, Dv] float16 (all locals valid)
+    txt_feats: torch.Tensor|None = None    # [n_txt, L, Dt] float16
+    txt_mask: torch.Tensor|None = None     # [n_txt, L] bool, True = a real token
+
+    @classmethod
+    def build(cls, model:AAIR, ds, tokenizer, batch_size:int=64, progress:bool=True,
+              modalities:tuple=('image', 'text'), # Cache these of the frozen encoders
+             ) -> FeatureCache:
+        "Run each frozen encoder of `model` once over `ds`."
+        c, out = model.config, cls()
+        if c.freeze_image and 'image' in modalities:
+            tf = eval_transform(c.image_size, mean=c.image_mean, std=c.image_std)
+            out.img_feats = cache_image_features(model.image_encoder.eval(), ds, tf, batch_size, progress)
+        if c.freeze_text and 'text' in modalities:
+            out.txt_feats, out.txt_mask = cache_text_features(model.text_encoder.eval(), ds, tokenizer, c.max_len, 4 * batch_size, progress)
+        if out.img_feats is None and out.txt_feats is None: raise ValueError(f"nothing to cache: no frozen encoder among {modalities} (config.freeze_image / freeze_text)")
+        return out
+
+    def merge(self, other:FeatureCache) -> FeatureCache:
+        "The tensors of both caches (of the same data split)."
+        return FeatureCache(**{k: v if v is not None else getattr(other, k) for k, v in dataclasses.asdict(self).items()})
+
+    def save(self, path) -> Path:
+        "Write the tensors to one safetensors file."
+        from safetensors.torch import save_file
+        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix('.tmp')
+        save_file({k: v.contiguous() for k, v in dataclasses.asdict(self).items() if v is not None}, str(tmp))
+        tmp.replace(path)                    # atomic: a killed run leaves no half-written cache
+        return path
+
+    @classmethod
+    def load(cls, path, ds=None) -> FeatureCache:
+        "Read a `save`d cache; with `ds`, check that its rows match the images and captions of `ds`."
+        from safetensors.torch import load_file
+        out = cls(**load_file(str(path)))
+        if ds is not None: out.check(ds, path)
+        return out
+
+    def check(self, ds, where='cache'):
+        "Raise when the cached rows do not match `ds`."
+        for name, x, n in (('image', self.img_feats, ds.n_images), ('caption', self.txt_feats, len(ds))):
+            if x is not None and len(x) != n: raise ValueError(f"{where}: {len(x)} cached {name} rows for {n} {name}s of {ds!r}")
 
 class CachedFeatureSet(torch.utils.data.Dataset):
-    "The captions of a `CaptionSet` paired with cached image features instead of pixels."
-    def __init__(self, ds, feats:torch.Tensor): # feats: [n_img, N, Dv] from `cache_image_features`
-        if len(feats) != ds.n_images: raise ValueError(f"{len(feats)} cached feature rows for {ds.n_images} images")
-        self.ds, self.feats = ds, feats
+    "The pairs of a `CaptionSet` with cached encoder features in place of pixels and/or tokens."
+    def __init__(self, ds, cache:FeatureCache):
+        cache.check(ds); self.ds, self.cache = ds, cache
     def __len__(self): return len(self.ds)
     def __getitem__(self, i:int) -> dict:
-        j = int(self.ds.txt2img[i])
-        return {'image_feats': self.feats[j], 'caption': self.ds.captions[i], 'image_id': j}
+        c = self.cache
+        item = self.ds[i] if c.img_feats is None else {'caption': self.ds.captions[i], 'image_id': int(self.ds.txt2img[i])}
+        if c.img_feats is not None: item['image_feats'] = c.img_feats[item['image_id']]
+        if c.txt_feats is not None: item |= {'text_feats': c.txt_feats[i], 'text_mask': c.txt_mask[i]}
+        return item
 
 class CachedCollate:
-    "Wraps a caption `Collate`: stacks cached features into `image_feats` [B,N,Dv] (float32) and `image_mask`."
+    "Wraps a caption `Collate`: stacks cached features into `image_feats` [B,N,Dv] / `text_feats` [B,L,Dt] (float32) with masks."
+    _KEYS = ('image_feats', 'text_feats', 'text_mask')
     def __init__(self, collate): self.collate = collate
     def __call__(self, items:list) -> dict:
-        out = self.collate([{k: v for k, v in it.items() if k != 'image_feats'} for it in items])
-        out['image_feats'] = torch.stack([it['image_feats'] for it in items]).float()   # [B, N, Dv]
-        out['image_mask'] = torch.ones(out['image_feats'].shape[:2], dtype=torch.bool)  # [B, N]
+        out = self.collate([{k: v for k, v in it.items() if k not in self._KEYS} for it in items])
+        if 'image_feats' in items[0]:
+            out['image_feats'] = torch.stack([it['image_feats'] for it in items]).float()   # [B, N, Dv]
+            out['image_mask'] = torch.ones(out['image_feats'].shape[:2], dtype=torch.bool)  # [B, N]
+        if 'text_feats' in items[0]:
+            m = torch.stack([it['text_mask'] for it in items])                              # [B, L]
+            L = int(m.sum(1).max())                                                          # drop all-padding columns
+            out['text_feats'], out['text_mask'] = torch.stack([it['text_feats'] for it in items])[:, :L].float(), m[:, :L]
         return out

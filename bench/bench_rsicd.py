@@ -1,0 +1,90 @@
+"""RSICD with the `small` preset: pretrained encoders, frozen and cached, on 2 CPU cores, against published results.
+
+Runs one `aair_train` command (printed, and stored in the results) on RSICD (`../shared/data/rsicd`, or the folder in
+$AAIR_RSICD): EfficientNet-Lite0 (ImageNet) is frozen, all-MiniLM-L6-v2 is frozen below its last two layers, what the
+frozen parts output is computed once for every split (`--cache-features`), and the last two MiniLM layers, the
+projections, GPO, temperature and fusion encoder are trained. The test
+split is the standard 1,093 images / 5,465 captions. Writes bench/results/rsicd.json (our rows, the published rows,
+times, the command, the per-epoch validation history) and bench/results/rsicd.md (the table).
+
+    python bench/bench_rsicd.py                      # the run reported in the docs (about an hour on 2 cores)
+    python bench/bench_rsicd.py --epochs 1           # a quick look
+"""
+import argparse, json, os, shlex, sys, time
+from datetime import datetime, timezone
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent/'results'
+KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'mR']
+# RSICD test split, mR = mean of the six recalls, as published
+PUBLISHED = [   # mR only: the recalls of each direction vary in how the papers report them
+    dict(method='VSE++', kind='CNN + GRU', mR=10.4),
+    dict(method='AMFMN', kind='CNN + GRU', mR=16.4),
+    dict(method='GaLR', kind='CNN + GRU', mR=19.0),
+    dict(method='SWAN', kind='CNN + GRU', mR=20.6),
+    dict(method='PIR', kind='Swin + BERT', mR=24.5),
+    dict(method='CLIP ViT-B/32, zero-shot', kind='CLIP', mR=15.7),
+    dict(method='CLIP ViT-B/32, fine-tuned', kind='CLIP', mR=34.0),
+    dict(method='RemoteCLIP ViT-B/32', kind='CLIP', mR=35.3),
+]
+FLAGS = ['--preset', 'small', '--tune-text-layers', '2', '--cache-features', '--lr', '3e-4', '--rerank-k', '16']
+
+
+def command(data:Path, out:Path, epochs:int, extra:list) -> list:
+    "The `aair_train` argument list of the benchmark run."
+    return ['--data', str(data/'dataset_rsicd.json'), '--out', str(out), '--epochs', str(epochs)] + FLAGS + extra
+
+
+def markdown(res:dict) -> str:
+    m = res['meta']
+    head = '| method | ' + ' | '.join(k.replace('_r', ' R@') for k in KEYS) + ' |'
+    cached = (f"cached in {m['cache_minutes']:.1f} min" if m['cache_minutes'] >= 0.5 else
+              f"caches read from an earlier run ({m['first_cache_minutes']:.1f} min to make)" if m.get('first_cache_minutes') else "caches read from an earlier run")
+    lines = [f"RSICD test split (1,093 images, 5,465 captions). Ours: `small` preset, EfficientNet-Lite0 frozen, MiniLM-L6 frozen "
+             f"below its last two layers, both {cached}; {m['epochs']} epochs of training ({m['train_minutes']:.1f} min) on "
+             f"{m['cpus']} CPU cores, measured {m['date']}. Published rows: the mR their papers report.", '', head,
+             '|---|' + '---:|' * len(KEYS)]
+    for r in res['published'] + res['ours']:
+        lines.append(f"| {r['method']} | " + ' | '.join(f"{r[k]:.1f}" if k in r else '' for k in KEYS) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--epochs', type=int, default=12)
+    p.add_argument('--out', default='runs/small_rsicd', help="run folder")
+    p.add_argument('--report', action='store_true', help="only rewrite rsicd.md from rsicd.json")
+    p.add_argument('--first-cache-minutes', type=float, default=None,
+                   help="with --report: minutes the reused caches took to make (the progress bars of the run that made them)")
+    p.add_argument('extra', nargs='*', help="more aair_train flags (after --)")
+    a = p.parse_args()
+    if a.report:
+        res = json.loads((OUT/'rsicd.json').read_text())
+        if a.first_cache_minutes is not None: res['meta']['first_cache_minutes'] = a.first_cache_minutes
+        (OUT/'rsicd.json').write_text(json.dumps(res, indent=2))
+        return (OUT/'rsicd.md').write_text(markdown(res))
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    from aair_nb.data import rsicd_path
+    from aair_nb.cli import run_train
+    data = rsicd_path()
+    if data is None: sys.exit("bench_rsicd: RSICD not found: set AAIR_RSICD or place it at ../shared/data/rsicd")
+    argv = command(data, Path(a.out), a.epochs, a.extra)
+    print('aair_train ' + shlex.join(argv), flush=True)
+    t0 = time.time()
+    m = run_train(argv)
+    wall = time.time() - t0
+    hist = json.loads((Path(a.out)/'history.json').read_text())
+    ours = [dict(method='AAIR small (ours), ITC ranking', kind='ours', **m['itc'])]
+    if 'rerank' in m: ours.append(dict(method=f"AAIR small (ours), re-ranked top-{m['rerank_k']}", kind=ours[0]['kind'], **m['rerank']))
+    meta = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), epochs=a.epochs,
+                cache_minutes=m.get('cache_seconds', 0) / 60, train_minutes=m['train_seconds'] / 60, wall_minutes=wall / 60,
+                command='aair_train ' + shlex.join(argv), frozen=['EfficientNet-Lite0 (all)', 'MiniLM-L6 embeddings and layers 1-4'], trained=['MiniLM-L6 layers 5-6', 'projections', 'GPO', 'temperature', 'fusion encoder + ITM head'],
+                timings=m['timings'])
+    res = dict(meta=meta, ours=ours, published=PUBLISHED, val_history=hist.get('val', hist))
+    OUT.mkdir(exist_ok=True)
+    (OUT/'rsicd.json').write_text(json.dumps(res, indent=2, default=float))
+    (OUT/'rsicd.md').write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == '__main__': main()
