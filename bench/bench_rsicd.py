@@ -39,7 +39,7 @@ def markdown(res:dict) -> str:
     m = res['meta']
     head = '| method | ' + ' | '.join(k.replace('_r', ' R@') for k in KEYS) + ' |'
     cached = (f"cached in {m['cache_minutes']:.1f} min" if m['cache_minutes'] >= 0.5 else
-              f"caches read from an earlier run ({m['first_cache_minutes']:.1f} min to make)" if m.get('first_cache_minutes') else "caches read from an earlier run")
+              f"cached by an earlier run in {m['first_cache_minutes']:.1f} min" if m.get('first_cache_minutes') else "cached by an earlier run")
     lines = [f"RSICD test split (1,093 images, 5,465 captions). Ours: `small` preset, EfficientNet-Lite0 frozen, MiniLM-L6 frozen "
              f"below its last two layers, both {cached}; {m['epochs']} epochs of training ({m['train_minutes']:.1f} min) on "
              f"{m['cpus']} CPU cores, measured {m['date']}. Published rows: the mR their papers report.", '', head,
