@@ -135,41 +135,40 @@ def _locals(self:AAIR, batch:dict, modality:str, encoder):
 AAIR._momentum_update, AAIR._locals = _momentum_update, _locals
 
 # %% ../nbs/10_model.ipynb #2b77b5a7
+def _embedded(self:AAIR, feats:torch.Tensor, mask:torch.Tensor, modality:str, return_locals:bool):
+    "Embedding [B,d] of one modality's encoder output `feats` [B,N,D] (+ `feats` and `mask` when `return_locals`)."
+    proj, pool = (self.img_proj, self.img_pool) if modality == 'image' else (self.txt_proj, self.txt_pool)
+    g, _ = _embed(feats, mask, proj, pool)
+    return (g, feats, mask) if return_locals else g
+
 def encode_images(self:AAIR, images:torch.Tensor, # [B,3,H,W] normalised pixels
                   return_locals:bool=False, # Also return encoder locals [B,N,Dv] and mask [B,N]
                  ):
     "L2-normalised image embeddings [B,d] (+ locals)."
-    V, mask = self.image_encoder(images)
-    v, _ = _embed(V, mask, self.img_proj, self.img_pool)
-    return (v, V, mask) if return_locals else v
+    return self._embedded(*self.image_encoder(images), 'image', return_locals)
 
 def encode_texts(self:AAIR, input_ids:torch.Tensor, # [B,L] token ids
                  attention_mask:torch.Tensor, # [B,L] 1 = token, 0 = padding
                  return_locals:bool=False, # Also return token features [B,L,Dt] and mask [B,L]
                 ):
     "L2-normalised caption embeddings [B,d] (+ token features)."
-    T, mask = self.text_encoder(input_ids, attention_mask)
-    t, _ = _embed(T, mask, self.txt_proj, self.txt_pool)
-    return (t, T, mask) if return_locals else t
+    return self._embedded(*self.text_encoder(input_ids, attention_mask), 'text', return_locals)
 
 def encode_image_feats(self:AAIR, feats:torch.Tensor, # [B,N,Dv] cached image-encoder features (`FeatureCache`)
                        mask:torch.Tensor, # [B,N] bool
                        return_locals:bool=False, # Also return the encoder locals and mask
                       ):
     "`encode_images` from cached image-encoder features."
-    V, m = self.image_encoder.from_cache(feats, mask)
-    v, _ = _embed(V, m, self.img_proj, self.img_pool)
-    return (v, V, m) if return_locals else v
+    return self._embedded(*self.image_encoder.from_cache(feats, mask), 'image', return_locals)
 
 def encode_text_feats(self:AAIR, feats:torch.Tensor, # [B,L,Dt] cached text-encoder features (`FeatureCache`)
                       mask:torch.Tensor, # [B,L] bool
                       return_locals:bool=False, # Also return the token features and mask
                      ):
     "`encode_texts` from cached text-encoder features (the trainable top layers run on them)."
-    T, m = self.text_encoder.from_cache(feats, mask)
-    t, _ = _embed(T, m, self.txt_proj, self.txt_pool)
-    return (t, T, m) if return_locals else t
+    return self._embedded(*self.text_encoder.from_cache(feats, mask), 'text', return_locals)
 
+AAIR._embedded = _embedded
 AAIR.encode_images, AAIR.encode_texts = encode_images, encode_texts
 AAIR.encode_image_feats, AAIR.encode_text_feats = encode_image_feats, encode_text_feats
 
