@@ -81,8 +81,14 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--freeze-image', action='store_true', help="keep the image encoder fixed (the small preset always does)")
     p.add_argument('--freeze-text', action='store_true', help="keep the text encoder fixed")
     p.add_argument('--tune-text-layers', type=int, default=0, help="with --freeze-text: still train the text encoder's last N layers")
+    p.add_argument('--tune-image-layers', type=int, default=0, help="with --freeze-image: still train the image encoder's top N layers "
+                   "(EfficientNet: the head, then its last blocks)")
+    p.add_argument('--image-drop', type=float, default=None, help="training: drop each image local with this probability (size augmentation)")
+    p.add_argument('--text-drop', type=float, default=None, help="training: drop each caption token with this probability")
     p.add_argument('--cache-features', action='store_true', help="run the frozen encoders once over every split, keep their "
                    "outputs in --cache-dir and train and evaluate on them (no image augmentation)")
+    p.add_argument('--cache-views', type=int, default=0, choices=range(8), metavar='N', help="with --cache-features: also cache N turned / mirrored copies of "
+                   "each training image (0-7; N + 1 times the caching time), one drawn at random per step; for photos with no 'up'")
     p.add_argument('--cache-dir', default=str(Path.home()/'.cache'/'aair_nb'/'features'), help="where --cache-features keeps them")
     p.add_argument('--rerank-k', type=int, default=16, help="candidates per query re-ranked by the fusion encoder at test time (0 = none)")
     p.add_argument('--seed', type=int, default=0)
@@ -98,21 +104,25 @@ TRAIN_DEFAULTS = {'tiny': dict(epochs=5, batch_size=64, lr=1e-3, warmup=0.05),
 def _model_config(args) -> AAIRConfig:
     cfg = AAIRConfig.preset(args.preset)
     kw = {k: v for k, v in dict(w_itc=args.w_itc, w_ims=args.w_ims, w_lmim=args.w_lmim, w_itm=args.w_itm,
-                                 pool=args.pool, loss=args.loss).items() if v is not None}
+                                 pool=args.pool, loss=args.loss, image_drop=args.image_drop, text_drop=args.text_drop).items() if v is not None}
     kw |= {k: True for k in ('freeze_image', 'freeze_text') if getattr(args, k)}
     if args.tune_text_layers: kw |= dict(freeze_text=True, text_tune_top=args.tune_text_layers)
+    if args.tune_image_layers: kw |= dict(freeze_image=True, image_tune_top=args.tune_image_layers)
     return cfg.replace(**kw)
 
-def feature_cache(model:AAIR, ds, tok, data:dict, split:str, cache_dir, progress:bool=True) -> FeatureCache:
+def feature_cache(model:AAIR, ds, tok, data:dict, split:str, cache_dir, progress:bool=True,
+                  views:int=0, # turned / mirrored copies of each image to cache as well (training split)
+                 ) -> FeatureCache:
     "The `FeatureCache` of one split, one file per frozen encoder: read from `cache_dir` when an earlier run made it, else built and saved there."
     c, src, out = model.config, Path(data['json']), FeatureCache()
     base = dict(data=data, split=split, json_bytes=src.stat().st_size, json_mtime=src.stat().st_mtime_ns, n_images=ds.n_images, n_captions=len(ds))
-    for mod, frozen, enc in (('image', c.freeze_image, c.image.to_dict()), ('text', c.freeze_text, dict(c.text.to_dict(), tune_top=c.text_tune_top))):
+    for mod, frozen, enc in (('image', c.freeze_image, dict(c.image.to_dict(), tune_top=c.image_tune_top)), ('text', c.freeze_text, dict(c.text.to_dict(), tune_top=c.text_tune_top))):
         if not frozen: continue
+        if mod == 'image' and views: enc['views'] = views
         key = hashlib.sha1(json.dumps(dict(base, modality=mod, encoder=enc), sort_keys=True).encode()).hexdigest()[:12]
         path = Path(cache_dir).expanduser()/f"{src.stem}_{split}_{mod}_{key}.safetensors"
         if path.exists(): part = FeatureCache.load(path, ds)
-        else: part = FeatureCache.build(model, ds, tok, progress=progress, modalities=(mod,)); part.save(path)
+        else: part = FeatureCache.build(model, ds, tok, progress=progress, modalities=(mod,), views=views); part.save(path)
         out = out.merge(part)
     return out
 
@@ -143,9 +153,11 @@ def run_train(argv=None) -> dict:
     train_ds.transform = train_transform(cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
     model, collate, caches = AAIR(cfg), Collate(tok, max_len=cfg.max_len), {}
     t0 = time.time()
+    if args.cache_views and not (args.cache_features and cfg.freeze_image):
+        raise ValueError("--cache-views needs --cache-features and a frozen image encoder (--freeze-image or --tune-image-layers)")
     if args.cache_features:
         if not (cfg.freeze_image or cfg.freeze_text): raise ValueError("--cache-features needs a frozen encoder: add --freeze-text or --freeze-image")
-        caches = {s: feature_cache(model, ds, tok, data, s, args.cache_dir, not args.quiet)
+        caches = {s: feature_cache(model, ds, tok, data, s, args.cache_dir, not args.quiet, views=args.cache_views if s == 'train' else 0)
                   for s, ds in (('train', train_ds), ('val', val_ds), ('test', test_ds))}
         train_ds, collate = CachedFeatureSet(train_ds, caches['train']), CachedCollate(collate)
     cache_secs, t0 = time.time() - t0, time.time()

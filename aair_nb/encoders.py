@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')   # never reach a model hub (read when huggingface_hub is first imported)
-import importlib, inspect, json
+import importlib, inspect, json, math
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -166,11 +166,40 @@ class EfficientNetLite0Encoder(Encoder):
         self.net.load_state_dict(torch.load(weights, map_location='cpu', weights_only=True))
         self.net._fc.requires_grad_(False)   # the ImageNet classifier is only used to check the features
         self.out_dim = self.net._conv_head.out_channels   # 1280
+    def _blocks(self, x:torch.Tensor, start:int, stop:int) -> torch.Tensor:
+        "Run MBConv blocks `start:stop` on map x [B, C, h, w] (the library's stochastic-depth schedule)."
+        n, rate = len(self.net._blocks), self.net._global_params.drop_connect_rate
+        for i in range(start, stop): x = self.net._blocks[i](x, drop_connect_rate=rate * i / n if rate else rate)
+        return x
+    def _head(self, x:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "Blocks from the first trainable one, the head, and the map as locals [B, h*w, 1280]."
+        net = self.net
+        x = net._swish(net._bn1(net._conv_head(self._blocks(x, self._first_top(), len(net._blocks)))))   # [B, 1280, h, w]
+        h = x.flatten(2).transpose(1, 2)
+        return h, _all_valid(h)
+    def _first_top(self) -> int: return len(self.net._blocks) - max(self.tune_top - 1, 0)
+    def _stem(self, images:torch.Tensor) -> torch.Tensor:
+        "Stem and the blocks below the trainable ones: [B, C, h, w]."
+        net = self.net
+        return self._blocks(net._swish(net._bn0(net._conv_stem(images))), 0, self._first_top())
     def encode(self, images:torch.Tensor, # [B, 3, H, W] normalised with mean = std = 0.5 (see `image_stats`)
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.net.extract_features(images)    # [B, 1280, h, w]
-        h = f.flatten(2).transpose(1, 2)         # [B, h*w, 1280]
+        return self._head(self._stem(images))    # [B, h*w, 1280]
+    def top_layers(self, n:int) -> nn.Module:
+        "The head (1x1 conv + BN) is the top layer, the last n - 1 MBConv blocks are below it."
+        blocks = self.net._blocks
+        if not 0 < n <= len(blocks) + 1: raise ValueError(f"tune_top={n}: the image encoder has {len(blocks)} blocks and a head")
+        return nn.ModuleList([*blocks[len(blocks) - n + 1:], self.net._conv_head, self.net._bn1])
+    @torch.no_grad()
+    def bottom(self, images:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.tune_top: return self(images)
+        x = self._stem(images)                    # [B, C, h, w]: input of the first trainable layer
+        h = x.flatten(2).transpose(1, 2)          # [B, h*w, C]
         return h, _all_valid(h)
+    def from_cache(self, h:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.tune_top: return h, mask
+        s = math.isqrt(h.shape[1])                # square maps: h = w
+        return self._head(h.transpose(1, 2).reshape(len(h), h.shape[2], s, s).to(self.net._conv_head.weight.dtype))
 
 # %% ../nbs/03_encoders.ipynb #07b61ded
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))   # (mean, std) most HF vision models expect

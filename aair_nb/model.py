@@ -22,8 +22,8 @@ from .fusion import FusionEncoder, ITMHead, sample_hard_negatives, itm_pairs, it
 
 # %% auto #0
 __all__ = ['PRESETS', 'AAIRConfig', 'AAIR', 'encode_images', 'encode_texts', 'encode_image_feats', 'encode_text_feats',
-           'itm_scores', 'forward', 'baseline_config', 'cache_image_features', 'cache_text_features', 'FeatureCache',
-           'CachedFeatureSet', 'CachedCollate']
+           'itm_scores', 'forward', 'drop_locals', 'baseline_config', 'cache_image_features', 'dihedral',
+           'cache_text_features', 'FeatureCache', 'CachedFeatureSet', 'CachedCollate']
 
 # %% ../nbs/10_model.ipynb #3c5b6488
 @dataclass
@@ -48,6 +48,9 @@ class AAIRConfig(Config):
     freeze_image: bool = False  # keep the image encoder fixed (pretrained backbones on CPU; allows feature caching)
     freeze_text: bool = False   # keep the text encoder fixed
     text_tune_top: int = 0      # with freeze_text: still train the text encoder's last layers (caches keep their input)
+    image_tune_top: int = 0     # with freeze_image: still train the image encoder's top layers (caches keep their input)
+    image_drop: float = 0.0     # training: drop each image local with this probability (VSE-infinity's size augmentation)
+    text_drop: float = 0.0      # training: drop each caption token with this probability
 
     @classmethod
     def preset(cls, name:str # 'tiny' | 'small' | 'base'
@@ -90,7 +93,7 @@ class AAIR(nn.Module):
         self.config = c = config
         if c.loss not in ('itc', 'vse'): raise ValueError(f"loss must be 'itc' or 'vse', got {c.loss!r}")
         self.image_encoder, self.text_encoder = build_image_encoder(c.image), build_text_encoder(c.text)
-        if c.freeze_image: self.image_encoder.freeze()
+        if c.freeze_image: self.image_encoder.freeze(c.image_tune_top)
         if c.freeze_text: self.text_encoder.freeze(c.text_tune_top)
         dv, dt = self.image_encoder.out_dim, self.text_encoder.out_dim
         self.img_proj, self.txt_proj = nn.Linear(dv, c.embed_dim), nn.Linear(dt, c.embed_dim)
@@ -195,7 +198,9 @@ def forward(self:AAIR, batch:dict) -> dict:
     "Named losses of one batch and their weighted total `loss`."
     c, ids = self.config, batch['image_ids']
     V, vmask = self._locals(batch, 'image', self.image_encoder)               # [B, Nv, Dv]
-    T, tmask = self._locals(batch, 'text', self.text_encoder)                 # [B, Nt, Dt]
+    T, tmask_all = self._locals(batch, 'text', self.text_encoder)             # [B, Nt, Dt]
+    if self.training and c.image_drop: vmask = drop_locals(vmask, c.image_drop)  # the momentum branch keeps all
+    tmask = drop_locals(tmask_all, c.text_drop) if self.training and c.text_drop else tmask_all
     v, _ = _embed(V, vmask, self.img_proj, self.img_pool)                     # [B, d]
     t, _ = _embed(T, tmask, self.txt_proj, self.txt_pool)                     # [B, d]
     tau, out = self.temp(), {}
@@ -205,7 +210,7 @@ def forward(self:AAIR, batch:dict) -> dict:
             aug = {**batch, 'images': batch.get('images_aug', batch.get('images'))}
             V_m, vmask_m = self._locals(aug, 'image', self.image_encoder_m)
             # a frozen text encoder is its own momentum copy: its output is already there
-            T_m, tmask_m = (T, tmask) if self.text_encoder_m is self.text_encoder else self._locals(batch, 'text', self.text_encoder_m)
+            T_m, tmask_m = (T, tmask_all) if self.text_encoder_m is self.text_encoder else self._locals(batch, 'text', self.text_encoder_m)
             v_m, Vp_m = _embed(V_m, vmask_m, self.img_proj_m, self.img_pool_m)   # [B, d], [B, Nv, d]
             t_m, Tp_m = _embed(T_m, tmask_m, self.txt_proj_m, self.txt_pool_m)   # [B, d], [B, Nt, d]
             qv, qt = self.img_queue.get(), self.txt_queue.get()                  # ([K', d], [K'])
@@ -226,6 +231,15 @@ def forward(self:AAIR, batch:dict) -> dict:
     return out
 
 AAIR.forward = forward
+
+# %% ../nbs/10_model.ipynb #dr0pc0de
+def drop_locals(mask:torch.Tensor, # [B, N] bool, True = valid local
+                p:float, # Probability of dropping each valid local
+               ) -> torch.Tensor:
+    "A random sub-mask [B, N] of `mask` without about a fraction `p` of its locals; every row keeps at least one."
+    keep = mask & (torch.rand(mask.shape, device=mask.device) >= p)
+    first = torch.zeros_like(mask).scatter_(1, mask.long().argmax(1, keepdim=True), True) & mask   # each row's first valid local
+    return keep | (first & ~keep.any(1, keepdim=True))
 
 # %% ../nbs/10_model.ipynb #67b662c1
 def _itm_loss(self:AAIR, V, vmask, T, tmask, v, t, ids, tau):
@@ -260,6 +274,12 @@ def cache_image_features(encoder:nn.Module, # A frozen image `Encoder` (its `bot
                                      collate_fn=lambda items: torch.stack([it['image'] for it in items]))
     return torch.cat([encoder.bottom(x.to(dev))[0].half().cpu() for x in tqdm(dl, desc='cache image features', disable=not progress)])
 
+def dihedral(x:torch.Tensor, # [..., H, W] image(s), H = W
+             k:int, # 0-7: turn by (k % 4) * 90 degrees, mirrored first when k >= 4
+            ) -> torch.Tensor:
+    "Element k of the eight turns and mirror images of a square image (aerial photos have no 'up')."
+    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, (-2, -1))
+
 @torch.no_grad()
 def cache_text_features(encoder:nn.Module, # A frozen text `Encoder` (its `bottom` is cached)
                         ds, # A `CaptionSet`
@@ -289,16 +309,21 @@ class FeatureCache:
     img_feats: torch.Tensor|None = None    # [n_img, N, Dv] float16 (all locals valid)
     txt_feats: torch.Tensor|None = None    # [n_txt, L, Dt] float16
     txt_mask: torch.Tensor|None = None     # [n_txt, L] bool, True = a real token
+    img_views: torch.Tensor|None = None    # [V, n_img, N, Dv] float16: the images turned / mirrored (`dihedral` 1..V)
 
     @classmethod
     def build(cls, model:AAIR, ds, tokenizer, batch_size:int=64, progress:bool=True,
               modalities:tuple=('image', 'text'), # Cache these of the frozen encoders
+              views:int=0, # Also cache this many turned / mirrored copies of each image (0-7), for training
              ) -> FeatureCache:
         "Run each frozen encoder of `model` once over `ds`."
         c, out = model.config, cls()
         if c.freeze_image and 'image' in modalities:
             tf = eval_transform(c.image_size, mean=c.image_mean, std=c.image_std)
             out.img_feats = cache_image_features(model.image_encoder.eval(), ds, tf, batch_size, progress)
+            if not 0 <= views <= 7: raise ValueError(f"views must be in 0..7 (the non-identity turns and mirror images), got {views}")
+            if views: out.img_views = torch.stack([cache_image_features(model.image_encoder, ds, lambda img, k=k: dihedral(tf(img), k),
+                                                                        batch_size, progress) for k in range(1, views + 1)])
         if c.freeze_text and 'text' in modalities:
             out.txt_feats, out.txt_mask = cache_text_features(model.text_encoder.eval(), ds, tokenizer, c.max_len, 4 * batch_size, progress)
         if out.img_feats is None and out.txt_feats is None: raise ValueError(f"nothing to cache: no frozen encoder among {modalities} (config.freeze_image / freeze_text)")
@@ -327,18 +352,21 @@ class FeatureCache:
 
     def check(self, ds, where='cache'):
         "Raise when the cached rows do not match `ds`."
-        for name, x, n in (('image', self.img_feats, ds.n_images), ('caption', self.txt_feats, len(ds))):
+        views = None if self.img_views is None else self.img_views[0]
+        for name, x, n in (('image', self.img_feats, ds.n_images), ('caption', self.txt_feats, len(ds)), ('image view', views, ds.n_images)):
             if x is not None and len(x) != n: raise ValueError(f"{where}: {len(x)} cached {name} rows for {n} {name}s of {ds!r}")
 
 class CachedFeatureSet(torch.utils.data.Dataset):
-    "The pairs of a `CaptionSet` with cached encoder features in place of pixels and/or tokens."
+    "The pairs of a `CaptionSet` with cached encoder features in place of pixels and/or tokens (a random view when the cache has views)."
     def __init__(self, ds, cache:FeatureCache):
         cache.check(ds); self.ds, self.cache = ds, cache
     def __len__(self): return len(self.ds)
     def __getitem__(self, i:int) -> dict:
         c = self.cache
         item = self.ds[i] if c.img_feats is None else {'caption': self.ds.captions[i], 'image_id': int(self.ds.txt2img[i])}
-        if c.img_feats is not None: item['image_feats'] = c.img_feats[item['image_id']]
+        if c.img_feats is not None:
+            v = 0 if c.img_views is None else int(torch.randint(len(c.img_views) + 1, ()))   # 0 = the image as it is
+            item['image_feats'] = c.img_feats[item['image_id']] if v == 0 else c.img_views[v - 1, item['image_id']]
         if c.txt_feats is not None: item |= {'text_feats': c.txt_feats[i], 'text_mask': c.txt_mask[i]}
         return item
 
