@@ -167,7 +167,7 @@ def run_train(argv=None) -> dict:
     model, tok, _ = load_run(out, 'best')
     metrics = dict(_test_metrics(model, test_ds, tok, args.rerank_k, not args.quiet, cache=caches.get('test')), split='test', data=data,
                    config=cfg.to_dict(), train_config=tcfg.to_dict(), train_seconds=round(train_secs, 1),
-                   **({'cache_seconds': round(cache_secs, 1)} if caches else {}))
+                   **({'cache_seconds': round(cache_secs, 1), 'cache_views': args.cache_views} if caches else {}))
     (out/'metrics.json').write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics)
     print(f"trained in {train_secs/60:.1f} min" + (f" (features cached in {cache_secs/60:.1f} min)" if caches else '') + f"; wrote {out/'metrics.json'}")

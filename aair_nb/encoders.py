@@ -199,7 +199,7 @@ class EfficientNetLite0Encoder(Encoder):
     def from_cache(self, h:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.tune_top: return h, mask
         s = math.isqrt(h.shape[1])                # square maps: h = w
-        return self._head(h.transpose(1, 2).reshape(len(h), h.shape[2], s, s).to(self.net._conv_head.weight.dtype))
+        return self._head(h.transpose(1, 2).reshape(len(h), h.shape[2], s, s))   # [B, C, h, w] again
 
 # %% ../nbs/03_encoders.ipynb #07b61ded
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))   # (mean, std) most HF vision models expect
