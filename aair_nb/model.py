@@ -318,10 +318,10 @@ class FeatureCache:
              ) -> FeatureCache:
         "Run each frozen encoder of `model` once over `ds`."
         c, out = model.config, cls()
+        if not 0 <= views <= 7: raise ValueError(f"views must be in 0..7 (the non-identity turns and mirror images), got {views}")
         if c.freeze_image and 'image' in modalities:
             tf = eval_transform(c.image_size, mean=c.image_mean, std=c.image_std)
             out.img_feats = cache_image_features(model.image_encoder.eval(), ds, tf, batch_size, progress)
-            if not 0 <= views <= 7: raise ValueError(f"views must be in 0..7 (the non-identity turns and mirror images), got {views}")
             if views: out.img_views = torch.stack([cache_image_features(model.image_encoder, ds, lambda img, k=k: dihedral(tf(img), k),
                                                                         batch_size, progress) for k in range(1, views + 1)])
         if c.freeze_text and 'text' in modalities:
