@@ -86,7 +86,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--image-drop', type=float, default=None, help="training: drop each image local with this probability (size augmentation)")
     p.add_argument('--text-drop', type=float, default=None, help="training: drop each caption token with this probability")
     p.add_argument('--cache-features', action='store_true', help="run the frozen encoders once over every split, keep their "
-                   "outputs in --cache-dir and train and evaluate on them (no image augmentation)")
+                   "outputs in --cache-dir and train and evaluate on them (no image augmentation but --cache-views)")
     p.add_argument('--cache-views', type=int, default=0, choices=range(8), metavar='N', help="with --cache-features: also cache N turned / mirrored copies of "
                    "each training image (0-7; N + 1 times the caching time), one drawn at random per step; for photos with no 'up'")
     p.add_argument('--cache-dir', default=str(Path.home()/'.cache'/'aair_nb'/'features'), help="where --cache-features keeps them")
