@@ -71,6 +71,11 @@ def _all_valid(h:torch.Tensor) -> torch.Tensor:
     "An all-True mask [B, N] for locals [B, N, D] (images are never padded)."
     return torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
 
+def _grid_locals(x:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "A conv map [B, C, h, w] as locals [B, h*w, C] (row-major cells) with their all-True mask."
+    h = x.flatten(2).transpose(1, 2)
+    return h, _all_valid(h)
+
 class ViTEncoder(Encoder):
     "A ViT from scratch: locals are the `[CLS]` token (position 0) and the patch tokens, N = 1 + (size/p)^2."
     def __init__(self, cfg:EncoderCfg):
@@ -174,9 +179,7 @@ class EfficientNetLite0Encoder(Encoder):
     def _head(self, x:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Blocks from the first trainable one, the head, and the map as locals [B, h*w, 1280]."
         net = self.net
-        x = net._swish(net._bn1(net._conv_head(self._blocks(x, self._first_top(), len(net._blocks)))))   # [B, 1280, h, w]
-        h = x.flatten(2).transpose(1, 2)
-        return h, _all_valid(h)
+        return _grid_locals(net._swish(net._bn1(net._conv_head(self._blocks(x, self._first_top(), len(net._blocks))))))
     def _first_top(self) -> int: return len(self.net._blocks) - max(self.tune_top - 1, 0)
     def _stem(self, images:torch.Tensor) -> torch.Tensor:
         "Stem and the blocks below the trainable ones: [B, C, h, w]."
@@ -193,9 +196,7 @@ class EfficientNetLite0Encoder(Encoder):
     @torch.no_grad()
     def bottom(self, images:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.tune_top: return self(images)
-        x = self._stem(images)                    # [B, C, h, w]: input of the first trainable layer
-        h = x.flatten(2).transpose(1, 2)          # [B, h*w, C]
-        return h, _all_valid(h)
+        return _grid_locals(self._stem(images))   # [B, h*w, C]: the input of the first trainable layer
     def from_cache(self, h:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.tune_top: return h, mask
         s = math.isqrt(h.shape[1])                # square maps: h = w
@@ -285,8 +286,7 @@ class HFImageEncoder(Encoder):
     def encode(self, images:torch.Tensor, # [B, 3, H, W] normalised as `image_stats(cfg)` says
               ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.model(pixel_values=images, **self.kw).last_hidden_state
-        if h.dim() == 4: h = h.flatten(2).transpose(1, 2)   # [B, C, h, w] -> [B, h*w, C]
-        return h, _all_valid(h)                          # [B, N, D]
+        return _grid_locals(h) if h.dim() == 4 else (h, _all_valid(h))   # conv maps [B, C, h, w] -> [B, h*w, C]
 
 # %% ../nbs/03_encoders.ipynb #dd3faa00
 _IMAGE = {'vit': ViTEncoder, 'efficientnet_lite0': EfficientNetLite0Encoder, 'hf': HFImageEncoder}
