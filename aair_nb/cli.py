@@ -35,10 +35,10 @@ def _data_spec(data=None, images=None, fmt=None, shapes_dir=None) -> dict:
     fmt = fmt or ('coco' if 'annotations' in json.loads(Path(data).read_text()) else 'karpathy')
     return dict(format=fmt, json=str(Path(data).resolve()), images=str(Path(images).resolve()) if images else None)
 
-def _test_metrics(model, ds, tok, rerank_k:int, progress:bool, cache=None) -> dict:
+def _test_metrics(model, ds, tok, rerank_k:int, progress:bool, cache=None, views:int=0) -> dict:
     "The `metrics.json` core: ITC Recall@K, the re-ranked table when the model can re-rank, and the timings."
     k = rerank_k if model.has_fusion else 0
-    res = evaluate(model, ds, tok, rerank_k=k, progress=progress, cache=cache)
+    res = evaluate(model, ds, tok, rerank_k=k, progress=progress, cache=cache, views=views)
     return dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}), timings=res.get('timings', {}))
 
 def _tokenizer(cfg:AAIRConfig, texts, out:Path):
@@ -115,7 +115,7 @@ def feature_cache(model:AAIR, ds, tok, data:dict, split:str, cache_dir, progress
                  ) -> FeatureCache:
     "The `FeatureCache` of one split, one file per frozen encoder: read from `cache_dir` when an earlier run made it, else built and saved there."
     c, src, out = model.config, Path(data['json']), FeatureCache()
-    base = dict(data=data, split=split, json_bytes=src.stat().st_size, json_mtime=src.stat().st_mtime_ns, n_images=ds.n_images, n_captions=len(ds))
+    base = dict(data=data, split=split, json_sha1=hashlib.sha1(src.read_bytes()).hexdigest(), n_images=ds.n_images, n_captions=len(ds))
     for mod, frozen, enc in (('image', c.freeze_image, dict(c.image.to_dict(), tune_top=c.image_tune_top)), ('text', c.freeze_text, dict(c.text.to_dict(), tune_top=c.text_tune_top))):
         if not frozen: continue
         if mod == 'image' and views: enc['views'] = views
@@ -193,6 +193,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--images', default=None, help="image folder for --data")
     p.add_argument('--split', default='test', choices=['train', 'val', 'test'])
     p.add_argument('--rerank-k', type=int, default=16, help="re-rank each query's top-k with the fusion encoder (0 = ITC only)")
+    p.add_argument('--views', type=int, default=0, help="average each image's embedding with N turned / mirrored copies of it (0-7; 3 = all four turns)")
     p.add_argument('--out', default=None, help="write the metrics here as JSON (default: RUN/eval_SPLIT.json)")
     p.add_argument('--quiet', action='store_true')
     return p
@@ -202,8 +203,8 @@ def run_eval(argv=None) -> dict:
     args = eval_parser().parse_args(argv)
     model, tok, data = load_run(args.run, args.checkpoint)
     if args.data: data = _data_spec(args.data, args.images)
-    metrics = dict(_test_metrics(model, load_data(data, args.split), tok, args.rerank_k, not args.quiet),
-                   split=args.split, data=data, checkpoint=args.checkpoint)
+    metrics = dict(_test_metrics(model, load_data(data, args.split), tok, args.rerank_k, not args.quiet, views=args.views),
+                   split=args.split, views=args.views, data=data, checkpoint=args.checkpoint)
     out = Path(args.out or Path(args.run)/f'eval_{args.split}.json')
     out.write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics); print(f"wrote {out}")

@@ -17,6 +17,7 @@ from matplotlib.patches import Rectangle
 from .data import eval_transform, Collate
 from .metrics import retrieval_metrics, retrieval_ranks, metrics_from_ranks
 from .fusion import rerank
+from .model import dihedral
 
 # %% auto #0
 __all__ = ['Encoded', 'encode_dataset', 'rank', 'itm_score_fn', 'two_way_metrics', 'evaluate', 'evaluate_fn', 'show_text_query',
@@ -60,6 +61,7 @@ def encode_dataset(model, # Has `encode_images`, `encode_texts` (AAIR); `has_fus
                    transform=None, # Image transform; default `eval_transform` from `model.config`
                    num_workers:int=0, # DataLoader workers for the images
                    cache=None, # A `FeatureCache` of `ds`: frozen encoders' outputs are read from it, not recomputed
+                   views:int=0, # Average each image's embedding with its first `views` turns (`dihedral` 1..views); 0 = off
                   ) -> Encoded:
     "Embed every image of `ds` once and every caption once (eval mode, no gradients)."
     cfg = getattr(model, 'config', None)
@@ -74,18 +76,24 @@ def encode_dataset(model, # Has `encode_images`, `encode_texts` (AAIR); `has_fus
     t0 = time.perf_counter()
     try:
         if cache is not None: cache.check(ds)
+        if not 0 <= views <= 7: raise ValueError(f"views={views}: an image has 7 turns and mirror images besides itself (0-7)")
         collate, v, V, vm, ids = Collate(tokenizer, max_len), [], [], [], []
         if cache is not None and cache.img_feats is not None:               # frozen image encoder: its cached output
-            batches = ((f.float(), torch.ones(f.shape[:2], dtype=torch.bool), torch.arange(i, i + len(f)))
-                       for i, f in zip(range(0, ds.n_images, batch_size), cache.img_feats.split(batch_size)))
-            embed = lambda f, m: model.encode_image_feats(f.to(device), m.to(device), return_locals=True)
+            n_views = 0 if cache.img_views is None else len(cache.img_views)
+            if views > n_views: raise ValueError(f"views={views}: the cache holds {n_views} turned views of each image (FeatureCache.build(views=...))")
+            feats = torch.stack([cache.img_feats, *cache.img_views[:views]]) if views else cache.img_feats[None]   # [1+views, n_img, N, Dv]
+            batches = ((f.float(), torch.ones(f.shape[1:3], dtype=torch.bool), torch.arange(i, i + f.shape[1]))
+                       for i, f in zip(range(0, ds.n_images, batch_size), feats.split(batch_size, dim=1)))
+            embed = lambda f, m, k: model.encode_image_feats(f[k].to(device), m.to(device), return_locals=True)
         else:
             batches = ((b['images'], None, b['image_ids']) for b in DataLoader(ds.images(transform), batch_size=batch_size,
                                                                              num_workers=num_workers, collate_fn=collate))
-            embed = lambda x, _: model.encode_images(x.to(device), return_locals=True)
+            embed = lambda x, _, k: model.encode_images(dihedral(x, k).to(device), return_locals=True)
         for x, m, b_ids in tqdm(batches, desc='images', total=-(-ds.n_images // batch_size), disable=not progress):
-            out, x, m = embed(x, m)                                         # [B, d], [B, N, Dv], [B, N]
-            if keep: V.append(x.float().cpu()); vm.append(m.bool().cpu())
+            out, loc, lm = embed(x, m, 0)                                   # [B, d], [B, N, Dv], [B, N]
+            if views:                                                       # the mean of the 1 + views unit embeddings
+                out = F.normalize(torch.stack([out] + [embed(x, m, k)[0] for k in range(1, views + 1)]).mean(0), dim=-1)
+            if keep: V.append(loc.float().cpu()); vm.append(lm.bool().cpu())
             v.append(out.float().cpu()); ids.append(b_ids)
         ids = torch.cat(ids)
         if not torch.equal(ids.sort().values, torch.arange(len(ids))):
@@ -159,13 +167,14 @@ def evaluate(model, # An AAIR (or anything with `encode_images`/`encode_texts`; 
              itc_weight:float=1., # Re-ranking score: ITM log-odds + itc_weight x ITC logit (`itm_score_fn`)
              enc:Encoded|None=None, # Reuse an encoding of `ds` instead of computing it
              cache=None, # A `FeatureCache` of `ds` (frozen encoders' outputs), passed to `encode_dataset`
+             views:int=0, # Average image embeddings over the image and `views` turns of it (`encode_dataset`)
              progress:bool=True, # Show progress bars
              return_scores:bool=False, # Also return `sims` (and `scores_i2t`, `scores_t2i` when re-ranking)
             ) -> dict:
     "Recall@K of ITC ranking (`itc`), of fusion re-ranking (`rerank`, when asked and possible) and `timings`."
     fusion = rerank_k > 0 and getattr(model, 'has_fusion', False)
     if rerank_k > 0 and not fusion: warnings.warn("the model has no fusion encoder: reporting ITC metrics only")
-    if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion, progress=progress, cache=cache)
+    if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion, progress=progress, cache=cache, views=views)
     t0 = time.perf_counter()
     sims = rank(enc, device=_device_of(model))                                # [n_img, n_txt]
     out = dict(itc=retrieval_metrics(sims, ds.txt2img), timings=dict(encode_s=enc.secs, rank_s=time.perf_counter() - t0))
