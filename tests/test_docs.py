@@ -52,6 +52,19 @@ def _pages():
                  if not any(part.startswith(('_', '.')) for part in p.relative_to(ROOT/'nbs').parts))
     return [str(p) for p in nbs]
 
+_DRAWS = re.compile(r'\bplt\.|\.plot\(|\bplot_\w+\(|\bshow_\w+\(|\bfailure_cases\(')
+
+def test_executed_notebooks_kept_their_plots():
+    "A notebook executed with a non-inline matplotlib backend (e.g. MPLBACKEND=Agg) saves its text but none of its figures."
+    lost = []
+    for nb in _pages():
+        cells = json.loads((ROOT/'nbs'/nb).read_text())['cells']
+        code = [c for c in cells if c['cell_type'] == 'code' and not ''.join(c['source']).startswith('#| export')]
+        executed = any(c.get('outputs') for c in code)
+        draws = any(_DRAWS.search(''.join(c['source'])) for c in code)
+        if executed and draws and not _made_plot(ROOT/'nbs'/nb): lost.append(nb)
+    assert not lost, f"executed, but no figure in their outputs (re-run them with the inline backend): {lost}"
+
 def test_every_notebook_has_a_page(site):
     missing = [nb for nb in _pages() if not (site/Path(nb).with_suffix('.html')).exists()]
     assert not missing, f"notebooks without a page in _docs/: {missing}"
