@@ -278,6 +278,7 @@ def dihedral(x:torch.Tensor, # [..., H, W] image(s), H = W
              k:int, # 0-7: turn by (k % 4) * 90 degrees, mirrored first when k >= 4
             ) -> torch.Tensor:
     "Element k of the eight turns and mirror images of a square image (aerial photos have no 'up')."
+    if k == 0: return x                      # the image itself: no copy (evaluation calls this on every batch)
     return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, (-2, -1))
 
 @torch.no_grad()
