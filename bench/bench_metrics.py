@@ -1,4 +1,4 @@
-"""Ranking speed of `aair_nb.metrics.retrieval_ranks` (vectorised) against the per-query loop of nbs/02_metrics.ipynb
+"""Ranking speed of `aair_nb.metrics.retrieval_ranks` (vectorised) against the per-query loop of nbs/03_metrics.ipynb
 on a random COCO-5K-sized similarity matrix (5,000 images x 25,000 captions, 5 per image, float32), next to one plain
 pass over the matrix (`sims.max(1)`). Medians over repeats; peak extra memory of one call, measured in a fresh
 process. Writes bench/results/metrics.json.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from aair_nb.metrics import retrieval_ranks
 
-NB = Path(__file__).resolve().parents[1]/'nbs'/'02_metrics.ipynb'
+NB = Path(__file__).resolve().parents[1]/'nbs'/'03_metrics.ipynb'
 
 
 def load_loop(nb:Path=NB) -> dict:

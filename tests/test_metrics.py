@@ -1,6 +1,6 @@
 """aair_nb.metrics: ranks against a literal reference (the definitions written as pure-Python loops over every pair),
 on Hypothesis-generated matrices full of ties, +-inf, uneven and shuffled captions; the 3 x 6 worked example of
-nbs/02_metrics.ipynb; invariances; the metrics formulas; COCO 1K/5K folds; input errors; the table row."""
+nbs/03_metrics.ipynb; invariances; the metrics formulas; COCO 1K/5K folds; input errors; the table row."""
 import json
 import numpy as np
 import pytest
