@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IN_TEST', 'set_seed', 'default_device', 'l2norm', 'check_shape', 'masked_fill_min', 'Config']
+__all__ = ['IN_TEST', 'set_seed', 'default_device', 'to_device', 'l2norm', 'check_shape', 'masked_fill_min', 'Config']
 
 # %% ../nbs/00_core.ipynb #5c421538
 IN_TEST = bool(os.environ.get('IN_TEST'))  # True under `nbdev_test` (and our pytest run), where notebooks shrink their work
@@ -30,6 +30,17 @@ def default_device(use_cuda:bool=True, # Use a GPU when one is there
     if use_cuda and torch.cuda.is_available(): return torch.device('cuda')
     if use_cuda and getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+# %% ../nbs/00_core.ipynb #3183e9fb
+def to_device(x, # A tensor, or a dict / list / tuple / named tuple of them (nested); anything else is returned as is
+              device, # Where to move the tensors
+             ):
+    "`x` with every tensor in it moved to `device` (non-blocking), containers rebuilt with their own type."
+    if isinstance(x, torch.Tensor): return x.to(device, non_blocking=True)
+    if isinstance(x, dict): return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, tuple) and hasattr(x, '_fields'): return type(x)(*(to_device(v, device) for v in x))   # named tuple
+    if isinstance(x, (list, tuple)): return type(x)(to_device(v, device) for v in x)
+    return x
 
 # %% ../nbs/00_core.ipynb #908b1b7b
 def l2norm(x:torch.Tensor, # Any shape; normalised along `dim`
@@ -88,8 +99,8 @@ class Config:
         return self.from_dict({**self.to_dict(), **kw})
 
 def _config_type(tp, owner):
-    "The `Config` subclass a (possibly string) annotation names, if any."
+    "The `Config` subclass a (possibly string) annotation names, if any (looked up where `owner` or a base class is defined)."
     if isinstance(tp, str):
         import sys
-        tp = getattr(sys.modules[owner.__module__], tp, None)
+        tp = next((t for c in owner.__mro__ if (t := getattr(sys.modules[c.__module__], tp, None)) is not None), None)
     return tp if isinstance(tp, type) and issubclass(tp, Config) else None

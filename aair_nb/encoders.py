@@ -9,16 +9,18 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')   # never reach a model hub (read w
 import importlib, inspect, json, math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 import torch
 from torch import nn
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, ViTConfig, ViTModel
 from .core import Config, check_shape
+from .data import Tokens
 
 # %% auto #0
-__all__ = ['IMAGENET_STATS', 'EncoderCfg', 'Encoder', 'ViTEncoder', 'BertEncoder', 'minilm_path', 'efficientnet_lite0_weights',
-           'load_hf_model', 'EfficientNetLite0Encoder', 'image_stats', 'HFTextEncoder', 'load_pretrained_tokenizer',
-           'HFImageEncoder', 'build_image_encoder', 'build_text_encoder']
+__all__ = ['IMAGENET_STATS', 'EncoderCfg', 'Features', 'Encoder', 'ViTEncoder', 'BertEncoder', 'minilm_path',
+           'efficientnet_lite0_weights', 'load_hf_model', 'EfficientNetLite0Encoder', 'image_stats', 'HFTextEncoder',
+           'load_pretrained_tokenizer', 'HFImageEncoder', 'build_image_encoder', 'build_text_encoder']
 
 # %% ../nbs/04_encoders.ipynb #730008dd
 @dataclass
@@ -34,10 +36,20 @@ class EncoderCfg(Config):
     patch_size: int = 8            # ViT patch side p: N = 1 + (image_size / p)^2 locals
     vocab_size: int = 1000         # from-scratch BERT: tokenizer vocabulary size ([PAD] = 0)
     max_len: int = 32              # longest caption in tokens (from-scratch BERT position embeddings)
+    frozen: bool = False           # fix the weights (pretrained backbones on a CPU); its output can then be cached
+    tune_top: int = 0              # fix all but the last `tune_top` layers (implies `frozen`); a cache keeps their input
+    def __post_init__(self):
+        if self.tune_top: self.frozen = True   # training only the top means the rest is frozen
 
 # %% ../nbs/04_encoders.ipynb #51c40bcf
+class Features(NamedTuple):
+    "An encoder's output: local features and which of them are real."
+    feats: torch.Tensor   # [B, N, D] local features (patches, grid cells, tokens)
+    mask: torch.Tensor    # [B, N] bool, True = a real local, False = padding
+
+# %% ../nbs/04_encoders.ipynb #9f68ce1e
 class Encoder(nn.Module):
-    "Base of all encoders: `forward(...) -> (feats [B, N, out_dim], mask [B, N] bool)`, `freeze()` and feature caching."
+    "Base of all encoders: `forward(x) -> Features [B, N, out_dim]`, from raw input or from cached `bottom` features."
     out_dim: int = 0     # width D of the local features
     frozen: bool = False # set by `freeze()`
     tune_top: int = 0    # layers at the top that `freeze(tune_top)` left trainable
@@ -54,17 +66,20 @@ class Encoder(nn.Module):
         super().train(mode and not self.frozen)
         if self.tune_top: self.top_layers(self.tune_top).train(mode)
         return self
-    def forward(self, *args, **kwargs):
-        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.tune_top > 0 or not self.frozen)): return self.encode(*args, **kwargs)
-    def encode(self, *args, **kwargs): raise NotImplementedError
+    def forward(self, x # Pixels [B,3,H,W] or `Tokens`; or `Features` from `bottom` (then only the top runs)
+               ) -> Features:
+        if isinstance(x, Features): return self.top(x)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.tune_top > 0 or not self.frozen)):
+            return Features(*self.encode(*(x if isinstance(x, Tokens) else (x,))))
+    def encode(self, *args): raise NotImplementedError
     @torch.no_grad()
-    def bottom(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def bottom(self, x) -> Features:
         "What a feature cache keeps: the output of the frozen part (all of it unless `tune_top`)."
         if self.tune_top: raise NotImplementedError(f"{type(self).__name__} cannot cache below its top layers")
-        return self(*args, **kwargs)
-    def from_cache(self, feats:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "The encoder's output from cached `bottom` features: the trainable top layers, or nothing to do."
-        return feats, mask
+        return self(x)
+    def top(self, f:Features) -> Features:
+        "The encoder's output from `bottom` features: the trainable top layers, or nothing to do."
+        return f
 
 # %% ../nbs/04_encoders.ipynb #3fc038f7
 def _all_valid(h:torch.Tensor) -> torch.Tensor:
@@ -194,13 +209,13 @@ class EfficientNetLite0Encoder(Encoder):
         if not 0 < n <= len(blocks) + 1: raise ValueError(f"tune_top={n}: the image encoder has {len(blocks)} blocks and a head")
         return nn.ModuleList([*blocks[len(blocks) - n + 1:], self.net._conv_head, self.net._bn1])
     @torch.no_grad()
-    def bottom(self, images:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def bottom(self, images:torch.Tensor) -> Features:
         if not self.tune_top: return self(images)
-        return _grid_locals(self._stem(images))   # [B, h*w, C]: the input of the first trainable layer
-    def from_cache(self, h:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.tune_top: return h, mask
-        s = math.isqrt(h.shape[1])                # square maps: h = w
-        return self._head(h.transpose(1, 2).reshape(len(h), h.shape[2], s, s))   # [B, C, h, w] again
+        return Features(*_grid_locals(self._stem(images)))   # [B, h*w, C]: the input of the first trainable layer
+    def top(self, f:Features) -> Features:
+        if not self.tune_top: return f
+        h = f.feats; s = math.isqrt(h.shape[1])                # square maps: h = w
+        return Features(*self._head(h.transpose(1, 2).reshape(len(h), h.shape[2], s, s)))   # [B, C, h, w] again
 
 # %% ../nbs/04_encoders.ipynb #07b61ded
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))   # (mean, std) most HF vision models expect
@@ -249,16 +264,17 @@ class HFTextEncoder(Encoder):
         if not 0 < n <= len(layers): raise ValueError(f"tune_top={n}: the text encoder has {len(layers)} layers")
         return layers[len(layers) - n:]
     @torch.no_grad()
-    def bottom(self, input_ids:torch.Tensor, attention_mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.tune_top: return self(input_ids, attention_mask)
-        hs = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
-        return hs[-self.tune_top - 1], attention_mask.bool()    # input of the first trainable layer [B, L, D]
-    def from_cache(self, h:torch.Tensor, mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.tune_top: return h, mask
+    def bottom(self, tokens:Tokens) -> Features:
+        if not self.tune_top: return self(tokens)
+        hs = self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True).hidden_states
+        return Features(hs[-self.tune_top - 1], tokens.attention_mask.bool())    # input of the first trainable layer [B, L, D]
+    def top(self, f:Features) -> Features:
+        if not self.tune_top: return f
+        h, mask = f
         ext = _layer_mask(self.model, mask, h)
         for layer in self.top_layers(self.tune_top):
             h = layer(h, attention_mask=ext); h = h[0] if isinstance(h, tuple) else h
-        return h, mask
+        return Features(h, mask)
 
 def load_pretrained_tokenizer(cfg:EncoderCfg, # A text encoder config of kind 'minilm' or 'hf'
                              ):
@@ -292,14 +308,18 @@ class HFImageEncoder(Encoder):
 _IMAGE = {'vit': ViTEncoder, 'efficientnet_lite0': EfficientNetLite0Encoder, 'hf': HFImageEncoder}
 _TEXT = {'bert': BertEncoder, 'minilm': HFTextEncoder, 'hf': HFTextEncoder}
 
-def build_image_encoder(cfg:EncoderCfg, # kind 'vit' | 'efficientnet_lite0' | 'hf'
-                       ) -> Encoder:
-    "The image encoder of `cfg`: `forward(images [B,3,H,W]) -> (feats [B,N,out_dim], mask [B,N])`."
-    if cfg.kind not in _IMAGE: raise ValueError(f"image encoder kind must be one of {list(_IMAGE)}, got {cfg.kind!r}")
-    return _IMAGE[cfg.kind](cfg)
+def _build(kinds:dict, cfg:EncoderCfg, side:str) -> Encoder:
+    if cfg.kind not in kinds: raise ValueError(f"{side} encoder kind must be one of {list(kinds)}, got {cfg.kind!r}")
+    enc = kinds[cfg.kind](cfg)
+    enc.cfg = cfg                                  # what it was built from (a feature cache's key includes it)
+    return enc.freeze(cfg.tune_top) if cfg.frozen or cfg.tune_top else enc
 
-def build_text_encoder(cfg:EncoderCfg, # kind 'bert' | 'minilm' | 'hf'
+def build_image_encoder(cfg:EncoderCfg, # kind 'vit' | 'efficientnet_lite0' | 'hf'; `frozen`/`tune_top` applied
+                       ) -> Encoder:
+    "The image encoder of `cfg`: `forward(images [B,3,H,W]) -> Features [B,N,out_dim]`."
+    return _build(_IMAGE, cfg, 'image')
+
+def build_text_encoder(cfg:EncoderCfg, # kind 'bert' | 'minilm' | 'hf'; `frozen`/`tune_top` applied
                       ) -> Encoder:
-    "The text encoder of `cfg`: `forward(input_ids [B,L], attention_mask [B,L]) -> (feats [B,L,out_dim], mask [B,L])`."
-    if cfg.kind not in _TEXT: raise ValueError(f"text encoder kind must be one of {list(_TEXT)}, got {cfg.kind!r}")
-    return _TEXT[cfg.kind](cfg)
+    "The text encoder of `cfg`: `forward(Tokens [B,L]) -> Features [B,L,out_dim]`."
+    return _build(_TEXT, cfg, 'text')

@@ -17,26 +17,26 @@ from matplotlib.patches import Rectangle
 from .data import eval_transform, Collate
 from .metrics import retrieval_metrics, retrieval_ranks, metrics_from_ranks
 from .fusion import rerank
-from .model import dihedral
+from .core import to_device
+from .encoders import Features
+from .cache import dihedral, _check_views
+from .contract import Embedded
 
 # %% auto #0
-__all__ = ['Encoded', 'encode_dataset', 'rank', 'itm_score_fn', 'two_way_metrics', 'evaluate', 'evaluate_fn', 'show_text_query',
-           'show_image_query', 'plot_sim_heatmap', 'worst_queries', 'failure_cases', 'plot_recall_curve']
+__all__ = ['Encoded', 'image_batches', 'caption_batches', 'encode_dataset', 'similarities', 'pair_score_fn', 'two_way_metrics',
+           'evaluate', 'evaluate_fn', 'show_text_query', 'show_image_query', 'plot_sim_heatmap', 'worst_queries',
+           'failure_cases', 'plot_recall_curve']
 
 # %% ../nbs/15_evaluate.ipynb #4c71fec8
 @dataclass
 class Encoded:
     "What `encode_dataset` computed, once per image and once per caption (all on the CPU)."
-    img_emb: torch.Tensor                    # [n_img, d] L2-normalised image embeddings
-    txt_emb: torch.Tensor                    # [n_txt, d] L2-normalised caption embeddings
-    img_locals: torch.Tensor|None = None     # [n_img, N, Dv] image-encoder locals (fusion models, keep_locals)
-    img_mask: torch.Tensor|None = None       # [n_img, N] bool, True = a real local
-    txt_feats: torch.Tensor|None = None      # [n_txt, L, Dt] text-encoder token features
-    txt_mask: torch.Tensor|None = None       # [n_txt, L] bool, True = a real token
-    secs: float = 0.                         # wall-clock seconds the encoding took
+    img: Embedded         # images: emb [n_img, d]; feats [n_img, N, Dv] and mask when kept for re-ranking, else None
+    txt: Embedded         # captions: emb [n_txt, d]; feats [n_txt, L, Dt] and mask when kept
+    secs: float = 0.      # wall-clock seconds the encoding took
 
     @property
-    def has_locals(self) -> bool: return self.img_locals is not None
+    def has_locals(self) -> bool: return self.img.feats is not None
 
 def _pad_cat(xs:list, value=0) -> torch.Tensor:
     "Concatenate [B_i, L_i, ...] tensors along dim 0, right-padding dim 1 to the longest L_i with `value`."
@@ -48,102 +48,105 @@ def _device_of(model) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device('cpu')
 
+def _gather(parts:list, keep:bool, order=None) -> Embedded:
+    "One `Embedded` from per-batch parts (on the CPU), rows put in `order`; features only when `keep`."
+    cat = lambda xs, v=0: (_pad_cat(xs, v) if xs[0].dim() > 1 and keep else torch.cat(xs))
+    e = torch.cat([p.emb.float().cpu() for p in parts])
+    f, m = (_pad_cat([p.feats.float().cpu() for p in parts]), _pad_cat([p.mask.bool().cpu() for p in parts], False)) if keep else (None, None)
+    return Embedded(e, f, m) if order is None else Embedded(e[order], None if f is None else f[order], None if m is None else m[order])
+
 # %% ../nbs/15_evaluate.ipynb #4d5ca37e
+def image_batches(ds, # A `CaptionSet`
+                  transform, # Its evaluation transform (pixels path)
+                  cache=None, # A `FeatureCache` of `ds` holding image features: read them instead of the pixels
+                  views:int=0, # Also the first `views` turns of each image (`dihedral` 1..views)
+                  batch_size:int=128, num_workers:int=0):
+    "Per batch: (image ids [B], encoder inputs of the images and of each of their `views` turns)."
+    if cache is not None and cache.img_feats is not None:
+        for s in range(0, ds.n_images, batch_size):
+            rows = torch.arange(s, min(s + batch_size, ds.n_images))
+            yield rows, [cache.image_inputs(rows, k) for k in range(views + 1)]
+        return
+    _check_views(views)
+    dl = DataLoader(ds.images(transform), batch_size=batch_size, num_workers=num_workers, collate_fn=Collate(None))
+    for b in dl: yield b['image_ids'], [dihedral(b['images'], k) for k in range(views + 1)]
+
+def caption_batches(ds, # A `CaptionSet`
+                    tokenizer, # The model's tokenizer (tokens path)
+                    max_len:int, # Caption length cap
+                    cache=None, # A `FeatureCache` of `ds` holding caption features: read them instead
+                    batch_size:int=128):
+    "Encoder inputs of the captions of `ds`, in order: `Tokens`, or cached `Features`."
+    if cache is not None and cache.txt_feats is not None:
+        for s in range(0, len(ds), batch_size): yield cache.text_inputs(torch.arange(s, min(s + batch_size, len(ds))))
+        return
+    caps = [dict(caption=c, image_id=int(i)) for c, i in zip(ds.captions, ds.txt2img)]
+    for b in DataLoader(caps, batch_size=batch_size, collate_fn=Collate(tokenizer, max_len)): yield b['texts']
+
+# %% ../nbs/15_evaluate.ipynb #356e121d
 @torch.no_grad()
-def encode_dataset(model, # Has `encode_images`, `encode_texts` (AAIR); `has_fusion` and `config` are optional
+def encode_dataset(model, # A `RetrievalModel` (notebook 12)
                    ds, # A `CaptionSet`
                    tokenizer, # The tokenizer the model was trained with
                    batch_size:int=128, # Images or captions per forward pass
-                   max_len:int|None=None, # Caption length cap; default `model.config.max_len` (else 32)
                    device=None, # Default: where the model is
                    progress:bool=True, # Show progress bars
-                   keep_locals:bool=True, # Keep locals for re-ranking (only when the model has a fusion encoder)
+                   keep_locals:bool=True, # Keep encoder features for re-ranking (only when the model can re-rank)
                    transform=None, # Image transform; default `eval_transform` from `model.config`
                    num_workers:int=0, # DataLoader workers for the images
                    cache=None, # A `FeatureCache` of `ds`: frozen encoders' outputs are read from it, not recomputed
                    views:int=0, # Average each image's embedding with its first `views` turns (`dihedral` 1..views); 0 = off
                   ) -> Encoded:
     "Embed every image of `ds` once and every caption once (eval mode, no gradients)."
-    cfg = getattr(model, 'config', None)
-    if transform is None:
-        if cfg is None: raise ValueError("the model has no `config` to build the eval transform from: pass `transform=`")
-        transform = eval_transform(cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
-    max_len = max_len or getattr(cfg, 'max_len', None) or 32
+    cfg = model.config
+    transform = transform or eval_transform(cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
     device = torch.device(device) if device is not None else _device_of(model)
-    keep = keep_locals and getattr(model, 'has_fusion', False)
-    was_training = model.training
+    keep = keep_locals and model.can_rerank
+    was_training, t0 = model.training, time.perf_counter()
     model.eval()
-    t0 = time.perf_counter()
     try:
         if cache is not None: cache.check(ds)
-        if not 0 <= views <= 7: raise ValueError(f"views={views}: an image has 7 turns and mirror images besides itself (0-7)")
-        collate, v, V, vm, ids = Collate(tokenizer, max_len), [], [], [], []
-        if cache is not None and cache.img_feats is not None:               # frozen image encoder: its cached output
-            n_views = 0 if cache.img_views is None else len(cache.img_views)
-            if views > n_views: raise ValueError(f"views={views}: the cache holds {n_views} turned views of each image (FeatureCache.build(views=...))")
-            feats = torch.stack([cache.img_feats, *cache.img_views[:views]]) if views else cache.img_feats[None]   # [1+views, n_img, N, Dv]
-            batches = ((f.float(), torch.ones(f.shape[1:3], dtype=torch.bool), torch.arange(i, i + f.shape[1]))
-                       for i, f in zip(range(0, ds.n_images, batch_size), feats.split(batch_size, dim=1)))
-            embed = lambda f, m, k: model.encode_image_feats(f[k].to(device), m.to(device), return_locals=True)
-        else:
-            batches = ((b['images'], None, b['image_ids']) for b in DataLoader(ds.images(transform), batch_size=batch_size,
-                                                                             num_workers=num_workers, collate_fn=collate))
-            embed = lambda x, _, k: model.encode_images(dihedral(x, k).to(device), return_locals=True)
-        for x, m, b_ids in tqdm(batches, desc='images', total=-(-ds.n_images // batch_size), disable=not progress):
-            out, loc, lm = embed(x, m, 0)                                   # [B, d], [B, N, Dv], [B, N]
+        parts, ids = [], []
+        for b_ids, xs in tqdm(image_batches(ds, transform, cache, views, batch_size, num_workers), desc='images',
+                              total=-(-ds.n_images // batch_size), disable=not progress):
+            e = model.embed_images(to_device(xs[0], device))              # [B, d], [B, N, Dv], [B, N]
             if views:                                                       # the mean of the 1 + views unit embeddings
-                out = F.normalize(torch.stack([out] + [embed(x, m, k)[0] for k in range(1, views + 1)]).mean(0), dim=-1)
-            if keep: V.append(loc.float().cpu()); vm.append(lm.bool().cpu())
-            v.append(out.float().cpu()); ids.append(b_ids)
+                e = e._replace(emb=F.normalize(torch.stack([e.emb] + [model.embed_images(to_device(x, device)).emb for x in xs[1:]]).mean(0), dim=-1))
+            parts.append(e); ids.append(b_ids)
         ids = torch.cat(ids)
         if not torch.equal(ids.sort().values, torch.arange(len(ids))):
             raise ValueError(f"ds.images() must yield each image id 0..{len(ids)-1} once; got ids {ids[:8].tolist()}...")
-        order = ids.argsort()                                              # rows back in image-index order
-        enc = dict(img_emb=torch.cat(v)[order])                            # [n_img, d]
-        if keep: enc |= dict(img_locals=_pad_cat(V)[order], img_mask=_pad_cat(vm, False)[order])
-        if cache is not None and cache.txt_feats is not None:               # frozen text encoder: its cached output
-            batches = zip(cache.txt_feats.split(batch_size), cache.txt_mask.split(batch_size))
-            embed = lambda f, m: model.encode_text_feats(f.float().to(device), m.to(device), return_locals=True)
-        else:
-            caps = [dict(caption=c, image_id=int(i)) for c, i in zip(ds.captions, ds.txt2img)]
-            batches = ((b['input_ids'], b['attention_mask']) for b in DataLoader(caps, batch_size=batch_size, collate_fn=collate))
-            embed = lambda x, m: model.encode_texts(x.to(device), m.to(device), return_locals=True)
-        t, T, tm = [], [], []
-        for x, m in tqdm(batches, desc='captions', total=-(-len(ds) // batch_size), disable=not progress):
-            out, x, m = embed(x, m)                                         # [B, d], [B, L, Dt], [B, L]
-            if keep: T.append(x.float().cpu()); tm.append(m.bool().cpu())
-            t.append(out.float().cpu())
-        enc['txt_emb'] = torch.cat(t)                                      # [n_txt, d]
-        if keep: enc |= dict(txt_feats=_pad_cat(T), txt_mask=_pad_cat(tm, False))
+        img = _gather(parts, keep, ids.argsort())                          # rows back in image-index order
+        txt = _gather([model.embed_texts(to_device(x, device)) for x in tqdm(caption_batches(ds, tokenizer, cfg.max_len, cache, batch_size),
+                       desc='captions', total=-(-len(ds) // batch_size), disable=not progress)], keep)
     finally: model.train(was_training)
-    return Encoded(**enc, secs=time.perf_counter() - t0)
+    return Encoded(img, txt, secs=time.perf_counter() - t0)
 
 # %% ../nbs/15_evaluate.ipynb #20c226a7
-def rank(enc:Encoded, # From `encode_dataset`
-         device=None, # Where to multiply (e.g. the GPU); the result comes back to the CPU
-        ) -> torch.Tensor:
-    "Similarities [n_img, n_txt] of every image with every caption: one matrix product."
-    dev = device or enc.img_emb.device
-    return (enc.img_emb.to(dev) @ enc.txt_emb.to(dev).T).cpu()        # [n_img, n_txt]
+@torch.no_grad()
+def similarities(model, # A `RetrievalModel`: its `similarity` scores the pairs (a dot product for AAIR)
+                 enc:Encoded, # From `encode_dataset`
+                 device=None, # Where to compute (default: where the model is); the result comes back to the CPU
+                ) -> torch.Tensor:
+    "Scores [n_img, n_txt] of every image with every caption (one matrix product for dot-product models)."
+    dev = device or _device_of(model)
+    return model.similarity(to_device(enc.img, dev), to_device(enc.txt, dev)).float().cpu()    # [n_img, n_txt]
 
 # %% ../nbs/15_evaluate.ipynb #331f58ec
-def itm_score_fn(model, # Has `itm_scores(img_locals, img_mask, txt_feats, txt_mask)`; `temp()` when itc_weight > 0
-                 enc:Encoded, # From `encode_dataset(..., keep_locals=True)`
-                 itc_weight:float=1., # lambda: weight of the ITC logit added to the ITM log-odds (0 = ITM alone)
-                 device=None, # Default: where the model is
-                ) -> Callable:
-    "A `score_fn` for `rerank`: ITM log-odds of (image, caption) index pairs plus `itc_weight` x their ITC logit."
-    if not enc.has_locals: raise ValueError("`enc` has no locals: encode with a fusion model and keep_locals=True")
+def pair_score_fn(model, # A `RetrievalModel` that `can_rerank` (its `pair_scores` scores the pairs)
+                  enc:Encoded, # From `encode_dataset(..., keep_locals=True)`
+                  device=None, # Default: where the model is
+                  **kwargs, # Passed on to `model.pair_scores` (e.g. AAIR's `rerank_itc`)
+                 ) -> Callable:
+    "A `score_fn` for `rerank`: the model's second-stage scores [P] of (image, caption) index pairs."
+    if not enc.has_locals: raise ValueError("`enc` has no encoder features: encode a model that can re-rank with keep_locals=True")
     device = device or _device_of(model)
-    tau = float(model.temp().detach()) if itc_weight else 1.
     @torch.no_grad()
     def score(i:torch.Tensor, j:torch.Tensor) -> torch.Tensor:
-        tm = enc.txt_mask[j]; cols = tm.any(0)                             # drop columns that are padding in every row
-        u, inv = i.unique(return_inverse=True)                             # each image's locals sent (and projected) once
-        p = model.itm_scores(enc.img_locals[u].to(device), enc.img_mask[u].to(device), enc.txt_feats[j][:, cols].to(device),
-                             tm[:, cols].to(device), img_index=inv.to(device)).float().cpu()                # [P]
-        f = torch.logit(p.clamp(1e-6, 1 - 1e-6))                                                            # [P] ITM log-odds
-        return f + itc_weight * (enc.img_emb[i] * enc.txt_emb[j]).sum(-1) / tau if itc_weight else f
+        tm = enc.txt.mask[j]; cols = tm.any(0)                             # drop columns that are padding in every row
+        u, inv = i.unique(return_inverse=True)                             # each image's features sent (and projected) once
+        txt = Embedded(enc.txt.emb[j], enc.txt.feats[j][:, cols], tm[:, cols])
+        return model.pair_scores(to_device(enc.img.rows(u), device), to_device(txt, device), inv.to(device), **kwargs).float().cpu()   # [P]
     return score
 
 def two_way_metrics(scores_i2t:torch.Tensor, # [n_img, n_txt] ranks the captions of each image
@@ -158,13 +161,12 @@ def two_way_metrics(scores_i2t:torch.Tensor, # [n_img, n_txt] ranks the captions
     return {**m, 'i2t_ranks': i2t, 't2i_ranks': t2i} if return_ranks else m
 
 # %% ../nbs/15_evaluate.ipynb #8a20b5b1
-def evaluate(model, # An AAIR (or anything with `encode_images`/`encode_texts`; `itm_scores` for re-ranking)
+def evaluate(model, # A `RetrievalModel` (re-ranking when it `can_rerank`)
              ds, # A `CaptionSet`
              tokenizer, # The tokenizer the model was trained with
              rerank_k:int=0, # Re-rank each query's top-k with the fusion encoder; 0 = ITC only
              batch_size:int=128, # Images or captions per encoder pass
              rerank_batch_size:int=256, # Pairs per fusion pass
-             itc_weight:float=1., # Re-ranking score: ITM log-odds + itc_weight x ITC logit (`itm_score_fn`)
              enc:Encoded|None=None, # Reuse an encoding of `ds` instead of computing it
              cache=None, # A `FeatureCache` of `ds` (frozen encoders' outputs), passed to `encode_dataset`
              views:int=0, # Average image embeddings over the image and `views` turns of it (`encode_dataset`)
@@ -172,17 +174,17 @@ def evaluate(model, # An AAIR (or anything with `encode_images`/`encode_texts`; 
              return_scores:bool=False, # Also return `sims` (and `scores_i2t`, `scores_t2i` when re-ranking)
             ) -> dict:
     "Recall@K of ITC ranking (`itc`), of fusion re-ranking (`rerank`, when asked and possible) and `timings`."
-    fusion = rerank_k > 0 and getattr(model, 'has_fusion', False)
-    if rerank_k > 0 and not fusion: warnings.warn("the model has no fusion encoder: reporting ITC metrics only")
+    fusion = rerank_k > 0 and model.can_rerank
+    if rerank_k > 0 and not fusion: warnings.warn("the model has no second stage: reporting first-stage metrics only")
     if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion, progress=progress, cache=cache, views=views)
     t0 = time.perf_counter()
-    sims = rank(enc, device=_device_of(model))                                # [n_img, n_txt]
+    sims = similarities(model, enc)                                           # [n_img, n_txt]
     out = dict(itc=retrieval_metrics(sims, ds.txt2img), timings=dict(encode_s=enc.secs, rank_s=time.perf_counter() - t0))
     if return_scores: out['sims'] = sims
     if fusion:
         was_training = model.training; model.eval()
         t0 = time.perf_counter()
-        try: s_i2t, s_t2i, n_pairs = rerank(sims, itm_score_fn(model, enc, itc_weight), rerank_k, rerank_batch_size, progress)
+        try: s_i2t, s_t2i, n_pairs = rerank(sims, pair_score_fn(model, enc), rerank_k, rerank_batch_size, progress)
         finally: model.train(was_training)
         secs = time.perf_counter() - t0
         out['rerank'] = two_way_metrics(s_i2t, s_t2i, ds.txt2img)

@@ -9,7 +9,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
@@ -20,12 +20,13 @@ from safetensors import safe_open
 from safetensors.torch import save_model, load_model
 from matplotlib.figure import Figure
 from tqdm import tqdm
+from fastcore.basics import patch
 from .core import Config, set_seed, default_device
 
 # %% auto #0
 __all__ = ['warmup_steps', 'lr_factor', 'param_groups', 'amp_dtype', 'rng_state', 'set_rng_state', 'fork_rng', 'item_seed',
            'SeededItems', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'TrainConfig', 'setup_distributed',
-           'loss_names', 'plot_history', 'fit']
+           'loss_names', 'plot_history', 'Trainer', 'fit']
 
 # %% ../nbs/14_train.ipynb #427b6b97
 def warmup_steps(warmup:float, # A fraction of `total` when < 1, else a number of steps
@@ -280,7 +281,197 @@ def plot_history(history:dict, # From `fit` (or history.json)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/14_train.ipynb #69755959
+# %% ../nbs/14_train.ipynb #0c5248de
+def _new_history() -> dict:
+    "An empty history: the series every run has (losses are added by name as the model returns them)."
+    return dict(step=[], epoch=[], lr=[], grad_norm=[], speed_step=[], pairs_per_s=[], val_step=[], val_epoch=[], interrupted_at=[])
+
+class Trainer:
+    "A training run: set up here, one method per job of the loop (added below), and `fit()` to run them all."
+    def __init__(self, model:nn.Module, # `model(batch) -> dict` with a scalar 'loss' (and other named scalar losses, logged)
+                 train_ds:Dataset, # Training items
+                 cfg:TrainConfig|None=None, # Training settings (default `TrainConfig()`)
+                 out_dir='runs/run', # Run folder: last/, best/, history.json, loss_curve.png, train_config.json, config.json
+                 collate_fn:Callable|None=None, # List of items -> batch (default: torch's `default_collate`)
+                 evaluate_fn:Callable|None=None, # `model -> dict` of validation metrics (e.g. Recall@K), called on process 0
+                ):
+        cfg = self.cfg = cfg or TrainConfig()
+        self.out, self.train_ds, self.collate_fn, self.evaluate_fn = Path(out_dir), train_ds, collate_fn or default_collate, evaluate_fn
+        self.rank, self.world, self.device, self.created = setup_distributed(cfg.device)
+        self.main = self.rank == 0                                # process 0 prints, evaluates and writes
+        self.raw = self.net = model.to(self.device)               # `net` becomes the DDP wrapper of `raw` under torchrun
+        self.dtype = amp_dtype(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)   # loss scaling for fp16 only
+        self.spe = self._steps_per_epoch()
+        self.total = cfg.max_steps or cfg.epochs * self.spe
+        self.params = [p for p in self.raw.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                                     fused=self.device.type == 'cuda')
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(lr_factor, total=self.total, warmup=cfg.warmup, min_lr=cfg.min_lr))
+        self.step, self.history, self.best, self.phase = 0, _new_history(), None, 'idle'
+        self.saved_at = self.last_eval = None                     # the steps of the `last` on disk and of the latest validation
+
+    def _steps_per_epoch(self) -> int:
+        "Optimizer steps in one epoch: each process's full micro-batches, `grad_accum` to a step."
+        cfg = self.cfg
+        n_micro = len(DistributedSampler(range(len(self.train_ds)), num_replicas=self.world, rank=self.rank, drop_last=True)) // cfg.batch_size
+        if n_micro // cfg.grad_accum == 0:
+            raise ValueError(f"{len(self.train_ds)} items are fewer than one optimizer step needs "
+                             f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x {self.world} processes)")
+        return n_micro // cfg.grad_accum
+
+    def say(self, msg:str):
+        "Print `msg` above the progress bar: process 0 only, and not when `cfg.quiet`."
+        if self.main and not self.cfg.quiet: tqdm.write(msg)
+
+# %% ../nbs/14_train.ipynb #6988d7e0
+@patch
+def epoch_loader(self:Trainer, epoch:int, # The epoch the current step is in
+                ) -> Iterator:
+    "This process's micro-batches of `epoch` from the current step on, `grad_accum` of them per step."
+    cfg, done = self.cfg, self.step - epoch * self.spe
+    batches = epoch_batches(len(self.train_ds), cfg.batch_size, cfg.seed, epoch, self.rank, self.world)
+    loader = DataLoader(SeededItems(self.train_ds), batch_sampler=batches[done * cfg.grad_accum:self.spe * cfg.grad_accum],
+                        collate_fn=self.collate_fn, num_workers=cfg.num_workers, pin_memory=self.device.type == 'cuda',
+                        generator=torch.Generator().manual_seed(item_seed(cfg.seed, epoch, 2**40)))   # not the global RNG
+    return iter(loader)
+
+# %% ../nbs/14_train.ipynb #6bedbb48
+def _to(batch, device):
+    "Move the tensors of a (nested) batch to `device`."
+    if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict): return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)): return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+def _batch_len(batch) -> int:
+    "Number of pairs in a batch: the first dimension of its first tensor."
+    if isinstance(batch, torch.Tensor): return len(batch)
+    vals = batch.values() if isinstance(batch, dict) else batch
+    return next(_batch_len(v) for v in vals if isinstance(v, (torch.Tensor, dict, list, tuple)))
+
+def _loss_values(outs:dict) -> tuple:
+    "(names, values) of the losses `model(batch)` returned, checked to be scalar tensors with a 'loss' among them."
+    names = list(outs)
+    if 'loss' not in outs or any(not torch.is_tensor(outs[k]) or outs[k].ndim for k in names):
+        raise TypeError(f"model(batch) must return a dict of scalar tensors with a 'loss' entry; got "
+                        + ', '.join(f"{k}: {tuple(v.shape) if torch.is_tensor(v) else type(v).__name__}" for k, v in outs.items()))
+    return names, torch.stack([outs[k].detach().float() for k in names]).tolist()       # one device sync for all losses
+
+@patch
+def check_finite(self:Trainer, names:list, vals:list, # The losses of micro-batch `micro`, from `_loss_values`
+                 micro:int, # Index of the micro-batch in the step
+                ):
+    "Raise `FloatingPointError` when a loss is not finite here or on any other process."
+    bad = not all(map(math.isfinite, vals))
+    if not _any_rank(bad, self.world, self.device): return
+    got = ', '.join(f"{k}={v:.4g}" for k, v in zip(names, vals))
+    raise FloatingPointError(f"non-finite loss at step {self.step + 1} (epoch {self.step // self.spe + 1}), micro-batch "
+                             f"{micro + 1}/{self.cfg.grad_accum}: " + (got if bad else f"on another process (here: {got})")
+                             + ". Try a lower lr, clip_norm > 0 or amp='fp32', or check this batch.")
+
+@patch
+def accumulate(self:Trainer, batches:Iterator, # Yields micro-batches (from `epoch_loader`)
+              ) -> tuple:
+    "Forward and backward over `grad_accum` micro-batches, then unscale and clip: (mean losses, grad norm, lr, pairs)."
+    cfg, sums, pairs = self.cfg, {}, 0
+    for j in range(cfg.grad_accum):
+        batch = _to(next(batches), self.device); pairs += _batch_len(batch) * self.world
+        with (self.net.no_sync() if self.world > 1 and j < cfg.grad_accum - 1 else nullcontext()):   # all-reduce on the last one only
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                outs = self.net(batch)
+            names, vals = _loss_values(outs)
+            self.check_finite(names, vals, j)
+            self.scaler.scale(outs['loss'] / cfg.grad_accum).backward()
+        for k, v in zip(names, vals): sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+    self.scaler.unscale_(self.opt)                            # clip the true gradients, not the fp16-scaled ones
+    gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_norm if cfg.clip_norm > 0 else float('inf'))
+    return sums, float(gn), self.opt.param_groups[0]['lr'], pairs
+
+# %% ../nbs/14_train.ipynb #a2e57e8a
+@patch
+def one_step(self:Trainer, batches:Iterator, # Yields micro-batches (from `epoch_loader`)
+            ) -> tuple:
+    "One optimizer step: `accumulate`, update the weights, scaler and schedule, record the history. (losses, lr, pairs)"
+    self.phase = 'forward'
+    sums, gn, lr, pairs = self.accumulate(batches)
+    self.phase = 'update'                                     # cut off now, the weights would be half updated
+    self.scaler.step(self.opt); self.scaler.update(); self.sched.step(); self.opt.zero_grad(set_to_none=True)
+    self.step += 1
+    for k, v in dict(step=self.step, epoch=self.step / self.spe, lr=lr, grad_norm=gn, **sums).items():
+        self.history.setdefault(k, []).append(v)
+    self.pos, self.phase = (self.step, rng_state()), 'idle'   # the last step boundary, and the RNG state there
+    return sums, lr, pairs
+
+# %% ../nbs/14_train.ipynb #e71b85a3
+@patch
+def save(self:Trainer, where:str, # Folder in `out_dir`: 'last' or 'best'
+         rng:list|None=None, # RNG states to store; None: every process's current one (a collective call)
+         full:bool=True, # Also optimizer, schedule, scaler and RNG states (what resuming needs); False: the weights only
+         **extra, # More entries for state.pt (e.g. `metrics`)
+        ):
+    "Checkpoint to out/`where`, with history.json and loss_curve.png; process 0 writes."
+    if full and rng is None: rng = _gather_rng(self.world)
+    if where == 'last': self.saved_at = self.step
+    if not self.main: return
+    kw = dict(opt=self.opt, sched=self.sched, scaler=self.scaler, rng=rng) if full else dict(rng=[])
+    save_checkpoint(self.out/where, self.raw, step=self.step, epoch=self.step / self.spe, history=self.history, best=self.best,
+                    train_config=self.cfg.to_dict(), world=self.world, **kw, **extra)
+    _write_json(self.out/'history.json', self.history)
+    fig = plot_history(self.history); _atomic(self.out/'loss_curve.png', lambda t: fig.savefig(t, format='png', dpi=100))
+
+# %% ../nbs/14_train.ipynb #50a1d27a
+@patch
+def _metrics(self:Trainer) -> dict:
+    "`evaluate_fn(model)` as floats, in eval mode, without gradients; every RNG is restored afterwards."
+    self.raw.eval()
+    try:
+        with fork_rng(), torch.no_grad(): m = {k: float(v) for k, v in self.evaluate_fn(self.raw).items()}
+    finally: self.raw.train()
+    if self.cfg.best_key not in m: raise KeyError(f"best_key {self.cfg.best_key!r} is not among the metrics evaluate_fn returned: {sorted(m)}")
+    return m
+
+@patch
+def validate(self:Trainer):
+    "Validation on process 0 (the others wait): the metrics go to the history, and `best` is saved when they improve."
+    self.last_eval = self.step
+    if self.evaluate_fn is None: return
+    if self.main:
+        m, key = self._metrics(), self.cfg.best_key
+        self.history['val_step'].append(self.step); self.history['val_epoch'].append(self.step / self.spe)
+        for k, v in m.items(): self.history.setdefault(f'val_{k}', []).append(v)
+        better = self.best is None or (m[key] > self.best if self.cfg.best_mode == 'max' else m[key] < self.best)
+        if better: self.best = m[key]; self.save('best', full=False, metrics=m)
+        self.say(f"  validation at step {self.step}: " + ' '.join(f"{k} {v:.2f}" for k, v in m.items()) + (" (best)" if better else ""))
+    if self.world > 1: dist.barrier()
+
+# %% ../nbs/14_train.ipynb #29bc5790
+def _changed(old:dict, # The `TrainConfig.to_dict()` stored with the checkpoint
+             new:dict, # This run's
+             old_world:int, # Processes of the checkpoint's run
+             world:int, # Processes of this run
+            ) -> list:
+    "The settings that change a run's numbers (`_RUN_KEYS`, and the number of processes) that differ between two runs."
+    changed = [k for k in _RUN_KEYS if json.dumps(old.get(k)) != json.dumps(new[k])]
+    return changed + (['world size'] if old_world != world else [])
+
+@patch
+def resume(self:Trainer, ckpt, # A checkpoint folder written by `save('last')`
+          ):
+    "Continue the run saved in `ckpt`: weights, optimizer, schedule, scaler, step, history, best score and RNG state."
+    st = load_checkpoint(ckpt, self.raw, self.opt, self.sched, self.scaler)
+    self.step, self.history, self.best = st['step'], st['history'], st.get('best')
+    old_world = st.get('world', self.world)
+    changed = _changed(st.get('train_config', self.cfg.to_dict()), self.cfg.to_dict(), old_world, self.world)
+    if changed and self.main: warnings.warn(f"resuming {ckpt} with changed {changed}: the run will not match an uninterrupted one")
+    rngs = st.get('rng', [])
+    if self.rank < len(rngs) and old_world == self.world: set_rng_state(rngs[self.rank])
+    else: set_seed(self.cfg.seed + self.rank + 7919 * self.step)     # e.g. after a multi-process Ctrl-C only process 0's state was saved
+    self.saved_at = self.step if Path(ckpt).resolve() == (self.out/'last').resolve() else None   # the `last` on disk is this one
+    self.last_eval = (self.history['val_step'] or [None])[-1]
+    self.say(f"resumed from {ckpt} at step {self.step}/{self.total} (epoch {self.step // self.spe + 1}, step {self.step % self.spe} of {self.spe})")
+
+# %% ../nbs/14_train.ipynb #9db585f7
 class _Stop:
     "Turns the first Ctrl-C (SIGINT) or SIGTERM into a request to stop after the current step; a second one interrupts at once."
     def __init__(self): self.requested, self.old = False, {}
@@ -297,48 +488,110 @@ class _Stop:
 
 class _StopRequested(Exception): "A Ctrl-C or SIGTERM asked to stop at this step boundary."
 
-def _to(batch, device):
-    "Move the tensors of a (nested) batch to `device`."
-    if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict): return {k: _to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)): return type(batch)(_to(v, device) for v in batch)
-    return batch
+@patch
+def interrupted(self:Trainer, e:BaseException, # The `KeyboardInterrupt` or `_StopRequested` that ended the loop
+               ):
+    "Save `last` at the last finished step, unless `e` cut off the weight update (then re-raise it), and say how to resume."
+    if self.phase == 'update':
+        self.say(f"\ninterrupted inside the optimizer update of step {self.pos[0] + 1}: nothing saved ({self.out/'last'} is kept)")
+        raise e
+    self.step = self.pos[0]
+    self.history['interrupted_at'].append(self.step)
+    self.save('last', rng=None if isinstance(e, _StopRequested) else [self.pos[1]])
+    self.say(f"\ninterrupted at step {self.step}/{self.total}: saved {self.out/'last'}. Continue with fit(..., resume=True) or "
+             f"resume='{self.out/'last'}'." + (" (The model's own side effects of the cut-off forward pass, e.g. a momentum "
+                                               "update, are in the checkpoint.)" if self.phase == 'forward' else ''))
 
-def _batch_len(batch) -> int:
-    "Number of pairs in a batch: the first dimension of its first tensor."
-    if isinstance(batch, torch.Tensor): return len(batch)
-    vals = batch.values() if isinstance(batch, dict) else batch
-    return next(_batch_len(v) for v in vals if isinstance(v, (torch.Tensor, dict, list, tuple)))
+# %% ../nbs/14_train.ipynb #4d1cc8f4
+@patch
+def reset_clock(self:Trainer):
+    "Start a new throughput window."
+    self.t_win, self.n_win = time.perf_counter(), 0
 
-def _train_step(net, batches, opt, scaler, params, cfg:TrainConfig, dtype, device, world:int, where:str) -> tuple:
-    "Forward and backward over `cfg.grad_accum` micro-batches, then unscale and clip: (mean losses, grad norm, lr, pairs)."
-    sums, pairs = {}, 0
-    for j in range(cfg.grad_accum):
-        batch = _to(next(batches), device); pairs += _batch_len(batch) * world
-        with (net.no_sync() if world > 1 and j < cfg.grad_accum - 1 else nullcontext()):   # all-reduce on the last one only
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outs = net(batch)
-            names = list(outs)
-            if 'loss' not in outs or any(not torch.is_tensor(outs[k]) or outs[k].ndim for k in names):
-                raise TypeError(f"model(batch) must return a dict of scalar tensors with a 'loss' entry; got "
-                                + ', '.join(f"{k}: {tuple(v.shape) if torch.is_tensor(v) else type(v).__name__}" for k, v in outs.items()))
-            vals = torch.stack([outs[k].detach().float() for k in names]).tolist()       # one device sync for all losses
-            bad = not all(map(math.isfinite, vals))
-            if _any_rank(bad, world, device):
-                got = ', '.join(f"{k}={v:.4g}" for k, v in zip(names, vals))
-                raise FloatingPointError(f"non-finite loss at {where}, micro-batch {j + 1}/{cfg.grad_accum}: "
-                                         + (got if bad else f"on another process (here: {got})")
-                                         + ". Try a lower lr, clip_norm > 0 or amp='fp32', or check this batch.")
-            scaler.scale(outs['loss'] / cfg.grad_accum).backward()
-        for k, v in zip(names, vals): sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-    scaler.unscale_(opt)                                   # clip the true gradients, not the fp16-scaled ones
-    gn = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm > 0 else float('inf'))
-    return sums, float(gn), opt.param_groups[0]['lr'], pairs
+@patch
+def _checkpoint_to_resume(self:Trainer, resume) -> Path|None:
+    "The checkpoint `fit(resume=...)` continues; None for a fresh run (with a warning when it will overwrite a `last`)."
+    last = self.out/'last'
+    if resume is True:
+        if (last/'model.safetensors').exists(): return last
+        self.say(f"no checkpoint in {last}: starting a fresh run")
+        return None
+    if not resume and (last/'model.safetensors').exists() and self.main:
+        warnings.warn(f"{last} exists and will be overwritten (pass resume=True to continue that run)")
+    return resume or None
 
-def _new_history() -> dict:
-    return dict(step=[], epoch=[], lr=[], grad_norm=[], speed_step=[], pairs_per_s=[], val_step=[], val_epoch=[], interrupted_at=[])
+@patch
+def begin(self:Trainer, resume=None, # None: a fresh run; True: continue out_dir/last if it exists; a path: continue that checkpoint
+         ):
+    "Resume or seed, wrap the model for DDP, write the run's config files, start the progress bar, clock and stop handler."
+    ckpt = self._checkpoint_to_resume(resume)
+    if ckpt: self.resume(ckpt)
+    else: set_seed(self.cfg.seed + self.rank)                     # processes draw different dropout masks, as in ALBEF
+    if self.world > 1:
+        self.net = DistributedDataParallel(self.raw, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
+                                           find_unused_parameters=self.cfg.find_unused)
+    if self.main:
+        _write_json(self.out/'train_config.json', self.cfg.to_dict())
+        if isinstance(getattr(self.raw, 'config', None), Config): _write_json(self.out/'config.json', self.raw.config.to_dict())
+    self.raw.train()
+    self.pos, self.phase, self.stop = (self.step, rng_state()), 'idle', _Stop()
+    self.pbar = tqdm(total=self.total, initial=self.step, disable=not self.main or self.cfg.quiet or not self.cfg.progress,
+                     dynamic_ncols=True, mininterval=0.5)
+    self.reset_clock(); self.t_run, self.n_run = 0.0, 0
 
-# %% ../nbs/14_train.ipynb #0151e0fe
+# %% ../nbs/14_train.ipynb #4f6c70e7
+@patch
+def log(self:Trainer, sums:dict, lr:float, pairs:int, # What `one_step` returned
+       ):
+    "Advance the progress bar; every `log_every` steps (and at the end) record pairs/s and show the losses."
+    self.n_win += pairs; self.pbar.update(1)
+    if self.step % self.cfg.log_every and self.step != self.total: return
+    dt = time.perf_counter() - self.t_win; self.t_run += dt; self.n_run += self.n_win
+    self.history['speed_step'].append(self.step); self.history['pairs_per_s'].append(self.n_win / dt)
+    self.pbar.set_postfix({k: f"{v:.3f}" for k, v in sums.items()} | {'lr': f"{lr:.1e}", 'pairs/s': f"{self.n_win / dt:.0f}"}, refresh=False)
+    self.reset_clock()
+
+@patch
+def run_epoch(self:Trainer, epoch:int, # The epoch the current step is in
+             ):
+    "The remaining steps of `epoch` (up to `total`); `end_epoch` when the epoch is complete."
+    batches = self.epoch_loader(epoch)
+    self.pbar.set_description(f"epoch {epoch + 1}/{math.ceil(self.total / self.spe)}")
+    while self.step < min((epoch + 1) * self.spe, self.total):
+        self.log(*self.one_step(batches))
+        if _any_rank(self.stop.requested, self.world, self.device): raise _StopRequested
+        if self.cfg.save_every and self.step % self.cfg.save_every == 0: self.save('last')
+    if self.step % self.spe == 0: self.end_epoch()
+
+@patch
+def end_epoch(self:Trainer):
+    "Report the epoch's mean losses, validate when it is time, save `last`."
+    e, cfg = self.step // self.spe, self.cfg
+    self.say(f"epoch {e} (step {self.step}): " + ' '.join(f"{k} {np.mean(self.history[k][-self.spe:]):.4f}" for k in loss_names(self.history))
+             + (f" | {self.n_run / self.t_run:.0f} pairs/s" if self.t_run else ''))
+    if (cfg.eval_every_epoch and e % cfg.eval_every_epoch == 0) or self.step == self.total: self.validate()
+    self.save('last')
+    self.reset_clock()                                            # evaluating and saving are not training time
+
+# %% ../nbs/14_train.ipynb #94882d63
+@patch
+def fit(self:Trainer, resume=None, # None: a fresh run; True: continue out_dir/last if it exists; a path: continue that checkpoint
+       ) -> dict:
+    "Train; return the history (dict of lists). Ctrl-C saves `last` and returns; a resumed run continues exactly."
+    self.begin(resume)
+    try:
+        with self.stop:
+            while self.step < self.total: self.run_epoch(self.step // self.spe)
+            if self.last_eval != self.step: self.validate()         # the run ended inside an epoch (max_steps)
+            if self.saved_at != self.step: self.save('last')
+    except (KeyboardInterrupt, _StopRequested) as e:
+        self.pbar.close(); self.interrupted(e)
+    finally:
+        self.pbar.close()
+        if self.created: dist.destroy_process_group()
+    if self.t_run: self.say(f"{self.step} steps; {self.n_run / self.t_run:.0f} pairs/s while training")
+    return self.history
+
 def fit(model:nn.Module, # `model(batch) -> dict` with a scalar 'loss' (and other named scalar losses, logged)
         train_ds:Dataset, # Training items
         cfg:TrainConfig|None=None, # Training settings (default `TrainConfig()`)
@@ -348,127 +601,4 @@ def fit(model:nn.Module, # `model(batch) -> dict` with a scalar 'loss' (and othe
         resume=None, # None: a fresh run; True: continue out_dir/last if it exists; a path: continue that checkpoint
        ) -> dict:
     "Train `model`; return the history (dict of lists). Ctrl-C saves `last` and returns; a resumed run continues exactly."
-    cfg, out = cfg or TrainConfig(), Path(out_dir)
-    rank, world, device, created = setup_distributed(cfg.device)
-    main = rank == 0
-    say = (lambda msg: tqdm.write(msg)) if main and not cfg.quiet else (lambda msg: None)
-    raw = model.to(device)
-    dtype = amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)     # loss scaling for fp16 only
-    n_micro = len(DistributedSampler(range(len(train_ds)), num_replicas=world, rank=rank, drop_last=True)) // cfg.batch_size
-    spe = n_micro // cfg.grad_accum                                               # optimizer steps per epoch
-    if spe == 0: raise ValueError(f"{len(train_ds)} items are fewer than one optimizer step needs "
-                                  f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x {world} processes)")
-    total = cfg.max_steps or cfg.epochs * spe
-    params = [p for p in raw.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == 'cuda')
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, total=total, warmup=cfg.warmup, min_lr=cfg.min_lr))
-    step, history, best, ckpt = 0, _new_history(), None, resume
-    if resume is True:
-        ckpt = out/'last' if (out/'last'/'model.safetensors').exists() else None
-        if ckpt is None: say(f"no checkpoint in {out/'last'}: starting a fresh run")
-    elif not resume and (out/'last'/'model.safetensors').exists() and main:
-        warnings.warn(f"{out/'last'} exists and will be overwritten (pass resume=True to continue that run)")
-    if ckpt:
-        st = load_checkpoint(ckpt, raw, opt, sched, scaler)
-        step, history, best = st['step'], st['history'], st.get('best')
-        old = st.get('train_config', cfg.to_dict())
-        changed = [k for k in _RUN_KEYS if json.dumps(old.get(k)) != json.dumps(cfg.to_dict()[k])]
-        changed += ['world size'] if st.get('world', world) != world else []
-        if changed and main: warnings.warn(f"resuming {ckpt} with changed {changed}: the run will not match an uninterrupted one")
-        rngs = st.get('rng', [])
-        if rank < len(rngs) and st.get('world', world) == world: set_rng_state(rngs[rank])
-        else: set_seed(cfg.seed + rank + 7919 * step)            # e.g. after a multi-process Ctrl-C only process 0's state was saved
-        say(f"resumed from {ckpt} at step {step}/{total} (epoch {step // spe + 1}, step {step % spe} of {spe})")
-    else: set_seed(cfg.seed + rank)                              # processes draw different dropout masks, as in ALBEF
-    net = raw if world == 1 else DistributedDataParallel(raw, device_ids=[device.index] if device.type == 'cuda' else None,
-                                                        find_unused_parameters=cfg.find_unused)
-    if main:
-        _write_json(out/'train_config.json', cfg.to_dict())
-        if isinstance(getattr(raw, 'config', None), Config): _write_json(out/'config.json', raw.config.to_dict())
-    saved_at = step if ckpt and Path(ckpt).resolve() == (out/'last').resolve() else None    # step of the `last` on disk
-    last_eval = (history['val_step'] or [None])[-1]
-
-    def save(where:str, rng=None, full:bool=True, **extra):
-        "Checkpoint to out/`where` (collective when world > 1 and `rng` is None); process 0 writes it, history.json and the plot."
-        nonlocal saved_at
-        rng = rng if rng is not None else _gather_rng(world)
-        if where == 'last': saved_at = step
-        if not main: return
-        kw = dict(opt=opt, sched=sched, scaler=scaler, rng=rng) if full else dict(rng=[])
-        save_checkpoint(out/where, raw, step=step, epoch=step / spe, history=history, best=best, train_config=cfg.to_dict(),
-                        world=world, **kw, **extra)
-        _write_json(out/'history.json', history)
-        fig = plot_history(history); _atomic(out/'loss_curve.png', lambda t: fig.savefig(t, format='png', dpi=100))
-
-    def evaluate():
-        "Validation on process 0 with every RNG left as it was; keeps `best`."
-        nonlocal best, last_eval
-        last_eval = step
-        if evaluate_fn is None: return
-        if main:
-            raw.eval()
-            try:
-                with fork_rng(), torch.no_grad(): m = {k: float(v) for k, v in evaluate_fn(raw).items()}
-            finally: raw.train()
-            if cfg.best_key not in m: raise KeyError(f"best_key {cfg.best_key!r} is not among the metrics evaluate_fn returned: {sorted(m)}")
-            history['val_step'].append(step); history['val_epoch'].append(step / spe)
-            for k, v in m.items(): history.setdefault(f'val_{k}', []).append(v)
-            better = best is None or (m[cfg.best_key] > best if cfg.best_mode == 'max' else m[cfg.best_key] < best)
-            if better: best = m[cfg.best_key]; save('best', full=False, metrics=m)
-            say(f"  validation at step {step}: " + ' '.join(f"{k} {v:.2f}" for k, v in m.items()) + (" (best)" if better else ""))
-        if world > 1: dist.barrier()
-
-    raw.train()
-    pos, phase = (step, rng_state()), 'idle'        # (steps done, RNG state at that boundary): what a hard interrupt saves
-    pbar = tqdm(total=total, initial=step, disable=not main or cfg.quiet or not cfg.progress, dynamic_ncols=True, mininterval=0.5)
-    t_win, n_win, t_run, n_run = time.perf_counter(), 0, 0.0, 0
-    try:
-        with _Stop() as stop:
-            while step < total:
-                epoch, done = divmod(step, spe)
-                batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, rank, world)[done * cfg.grad_accum:spe * cfg.grad_accum]
-                it = iter(DataLoader(SeededItems(train_ds), batch_sampler=batches, collate_fn=collate_fn or default_collate,
-                                     num_workers=cfg.num_workers, pin_memory=device.type == 'cuda',
-                                     generator=torch.Generator().manual_seed(item_seed(cfg.seed, epoch, 2**40))))  # not the global RNG
-                pbar.set_description(f"epoch {epoch + 1}/{math.ceil(total / spe)}")
-                while step < min((epoch + 1) * spe, total):
-                    phase = 'forward'
-                    sums, gn, lr, pairs = _train_step(net, it, opt, scaler, params, cfg, dtype, device, world,
-                                                      where=f"step {step + 1} (epoch {epoch + 1})")
-                    phase = 'update'
-                    scaler.step(opt); scaler.update(); sched.step(); opt.zero_grad(set_to_none=True)
-                    step += 1
-                    for k, v in dict(step=step, epoch=step / spe, lr=lr, grad_norm=gn, **sums).items(): history.setdefault(k, []).append(v)
-                    pos, phase = (step, rng_state()), 'idle'
-                    n_win += pairs; pbar.update(1)
-                    if step % cfg.log_every == 0 or step == total:
-                        dt = time.perf_counter() - t_win; t_run += dt; n_run += n_win
-                        history['speed_step'].append(step); history['pairs_per_s'].append(n_win / dt)
-                        pbar.set_postfix({k: f"{v:.3f}" for k, v in sums.items()} | {'lr': f"{lr:.1e}", 'pairs/s': f"{n_win / dt:.0f}"}, refresh=False)
-                        t_win, n_win = time.perf_counter(), 0
-                    if _any_rank(stop.requested, world, device): raise _StopRequested
-                    if cfg.save_every and step % cfg.save_every == 0: save('last')
-                if step % spe == 0:                                               # an epoch is complete
-                    e = step // spe
-                    say(f"epoch {e} (step {step}): " + ' '.join(f"{k} {np.mean(history[k][-spe:]):.4f}" for k in loss_names(history))
-                        + (f" | {n_run / t_run:.0f} pairs/s" if t_run else ''))
-                    if (cfg.eval_every_epoch and e % cfg.eval_every_epoch == 0) or step == total: evaluate()
-                    save('last')
-                    t_win, n_win = time.perf_counter(), 0                         # evaluating and saving are not training time
-            if last_eval != step: evaluate()
-            if saved_at != step: save('last')
-    except (KeyboardInterrupt, _StopRequested) as e:
-        pbar.close()
-        if phase == 'update':
-            say(f"\ninterrupted inside the optimizer update of step {pos[0] + 1}: nothing saved ({out/'last'} is kept)"); raise
-        step = pos[0]
-        history['interrupted_at'].append(step)
-        save('last', rng=None if isinstance(e, _StopRequested) else [pos[1]])
-        say(f"\ninterrupted at step {step}/{total}: saved {out/'last'}. Continue with fit(..., resume=True) or resume='{out/'last'}'."
-            + (" (The model's own side effects of the cut-off forward pass, e.g. a momentum update, are in the checkpoint.)" if phase == 'forward' else ''))
-    finally:
-        pbar.close()
-        if created: dist.destroy_process_group()
-    if t_run: say(f"{step} steps; {n_run / t_run:.0f} pairs/s while training")
-    return history
+    return Trainer(model, train_ds, cfg, out_dir, collate_fn, evaluate_fn).fit(resume)

@@ -1,10 +1,11 @@
 """Ranking speed of `aair_nb.metrics.retrieval_ranks` (vectorised) against the per-query loop of nbs/03_metrics.ipynb
 on a random COCO-5K-sized similarity matrix (5,000 images x 25,000 captions, 5 per image, float32), next to one plain
 pass over the matrix (`sims.max(1)`). Medians over repeats; peak extra memory of one call, measured in a fresh
-process. Writes bench/results/metrics.json.
+process. Writes bench/results/metrics.json (or RESULTS/metrics.json).
 
     python bench/bench_metrics.py                          # 5000 x 25000, 5 repeats, loop on 20% of the queries
     python bench/bench_metrics.py --n_img 1000 --repeats 3 --loop_frac 1
+    python bench/bench_metrics.py --smoke                  # 50 x 250, once, every query; into a temporary folder
 """
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from datetime import datetime, timezone
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 from aair_nb.metrics import retrieval_ranks
+from _bench import add_common, results_dir
 
 NB = Path(__file__).resolve().parents[1]/'nbs'/'03_metrics.ipynb'
+SMOKE = dict(n_img=50, per=5, repeats=1, loop_frac=1.0)
 
 
 def load_loop(nb:Path=NB) -> dict:
@@ -75,10 +78,14 @@ def main(argv=None):
     ap.add_argument('--n_img', type=int, default=5000); ap.add_argument('--per', type=int, default=5, help='captions per image')
     ap.add_argument('--repeats', type=int, default=5)
     ap.add_argument('--loop_frac', type=float, default=0.2, help='share of the queries the loop is timed on (then extrapolated)')
-    ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent/'results'/'metrics.json')
+    ap.add_argument('--out', type=Path, default=None, help="result file (default: RESULTS/metrics.json)")
     ap.add_argument('--_mem', default=None, help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    a = add_common(ap).parse_args(argv)
     if a._mem: return _mem_child(a._mem, a)
+    if a.smoke:
+        if a.out: ap.error("--out cannot be combined with --smoke (give --results DIR)")
+        vars(a).update(SMOKE)
+    out = a.out or results_dir(a, 'bench_metrics')/'metrics.json'
 
     sims, txt2img = make(a.n_img, a.per)
     n_img, n_txt = sims.shape
@@ -121,10 +128,10 @@ def main(argv=None):
                machine=f"{platform.machine()}, {os.cpu_count()} CPU threads visible, "
                        f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}",
                versions=dict(numpy=np.__version__),
-               date=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(res, indent=2) + '\n'); os.replace(tmp, a.out)
-    print(f"wrote {a.out}")
+               date=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), **({'smoke': True} if a.smoke else {}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(res, indent=2) + '\n'); os.replace(tmp, out)
+    print(f"wrote {out}")
 
 
 if __name__ == '__main__': sys.exit(main())

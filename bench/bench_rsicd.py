@@ -8,17 +8,20 @@ temperature and fusion encoder. Then `aair_eval --views 3` tests the same checkp
 embedding averaged over its four turns (and the validation split with and without them, the evidence for the choice).
 The test split is the standard 1,093 images / 5,465 captions. Writes
 bench/results/rsicd.json (our rows, the published rows, times, the command, the per-epoch validation history) and
-bench/results/rsicd.md (the table).
+bench/results/rsicd.md (the table), or the same files in RESULTS.
 
     python bench/bench_rsicd.py                      # the run reported in the docs (under an hour on 2 cores)
     python bench/bench_rsicd.py --epochs 1           # a quick look
     python bench/bench_rsicd.py --eval-only          # test the finished run in --out again (no training)
+    python bench/bench_rsicd.py --smoke              # the same steps on a generated 8/4/4-image Karpathy JSON, `tiny`
+                                                     # preset, frozen and cached encoders, 2 steps; temporary folders only
 """
-import argparse, json, os, shlex, sys, time
+import argparse, json, os, shlex, shutil, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent/'results'
+from _bench import add_common, results_dir, tiny_shapes
+
 KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'mR']
 # RSICD test split, mR = mean of the six recalls, as published
 PUBLISHED = [   # mR only: the recalls of each direction vary in how the papers report them
@@ -31,23 +34,40 @@ PUBLISHED = [   # mR only: the recalls of each direction vary in how the papers 
     dict(method='CLIP ViT-B/32, fine-tuned', kind='CLIP', mR=34.0),
     dict(method='RemoteCLIP ViT-B/32', kind='CLIP', mR=35.3),
 ]
-FLAGS = ['--preset', 'small', '--tune-text-layers', '2', '--tune-image-layers', '4', '--cache-features', '--cache-views', '3',
-         '--lr', '3e-4', '--rerank-k', '16']
+# the small preset freezes EfficientNet-Lite0; tune_top trains the top layers of each encoder and freezes the rest
+FLAGS = ['--preset', 'small', '--cache-features', '--cache-views', '3', '--lr', '3e-4', '--rerank-k', '16',
+         '--set', 'model.image.tune_top=4', 'model.text.tune_top=2']
+# --smoke: the from-scratch `tiny` encoders cannot train only their top layers: both frozen whole (and cached)
+SMOKE_FLAGS = ['--preset', 'tiny', '--cache-features', '--cache-views', '3', '--lr', '3e-4', '--rerank-k', '16',
+               '--batch-size', '8', '--max-steps', '2', '--set', 'model.image.frozen=true', 'model.text.frozen=true']
 
 
-def command(data:Path, out:Path, epochs:int, extra:list) -> list:
+def command(data:Path, out:Path, epochs:int, extra:list, flags:list=FLAGS) -> list:
     "The `aair_train` argument list of the benchmark run."
-    return ['--data', str(data/'dataset_rsicd.json'), '--out', str(out), '--epochs', str(epochs)] + FLAGS + extra
+    return ['--data', str(data/'dataset_rsicd.json'), '--out', str(out), '--epochs', str(epochs)] + flags + extra
+
+
+ENCODERS = {'efficientnet_lite0': 'EfficientNet-Lite0', 'minilm': 'MiniLM-L6', 'vit': 'ViT', 'bert': 'BERT'}   # by `kind`
+
+def _encoder_parts(e:dict) -> tuple:
+    "(frozen, trained) descriptions of one encoder section of a model config."
+    name, n = ENCODERS.get(e['kind'], e.get('name_or_path') or e['kind']), e['tune_top']
+    if not (e['frozen'] or n): return [], [f"{name} (all)"]
+    if not n: return [f"{name} (all)"], []
+    if e['kind'] == 'efficientnet_lite0':                  # 16 MBConv blocks + head; tune_top counts the head
+        return [f"{name} stem and blocks 1-{17 - n}"], [f"{name} blocks {18 - n}-16 and head" if n > 1 else f"{name} head"]
+    if e['kind'] == 'minilm':                              # embeddings + 6 layers
+        return [f"{name} embeddings and layers 1-{6 - n}"], [f"{name} layers {7 - n}-6"]
+    return [f"{name} below its top {n} layers"], [f"{name} top {n} layers"]
 
 
 def parts(c:dict) -> dict:
-    "What the run froze and trained, from its model config."
-    n_img, n_txt = c['image_tune_top'], c['text_tune_top']   # EfficientNet-Lite0: 16 blocks + head; MiniLM-L6: 6 layers
-    frozen = [f"EfficientNet-Lite0 stem and blocks 1-{17 - n_img}" if n_img else 'EfficientNet-Lite0 (all)',
-              f"MiniLM-L6 embeddings and layers 1-{6 - n_txt}" if n_txt else 'MiniLM-L6 (all)']
-    trained = ([f"EfficientNet-Lite0 blocks {18 - n_img}-16 and head" if n_img > 1 else 'EfficientNet-Lite0 head'] if n_img else []) + \
-              ([f"MiniLM-L6 layers {7 - n_txt}-6"] if n_txt else []) + ['projections', 'GPO', 'temperature', 'fusion encoder + ITM head']
-    return dict(frozen=frozen, trained=trained)
+    "What the run froze and trained, from its run config (metrics.json's `config`)."
+    m = c['model']
+    (fi, ti), (ft, tt) = _encoder_parts(m['image']), _encoder_parts(m['text'])
+    heads = ['projections'] + (['GPO'] if m.get('pool', 'gpo') == 'gpo' else []) + ['temperature'] + \
+            (['fusion encoder + ITM head'] if m.get('w_itm', 0) > 0 else [])
+    return dict(frozen=fi + ft, trained=ti + tt + heads)
 
 
 def markdown(res:dict) -> str:
@@ -57,7 +77,7 @@ def markdown(res:dict) -> str:
     if m['cache_minutes'] >= 0.5: cached = f"cached in {m['cache_minutes']:.1f} min" + (f" + {first:.1f} min for what an earlier run had cached" if first else '')
     else: cached = f"cached once by an earlier run ({first:.1f} min)" if first else "cached by an earlier run"
     views = f" (each training image also turned by {', '.join(str(90 * k) for k in range(1, m['views'] + 1))} degrees)" if m.get('views') else ''
-    lines = [f"RSICD test split (1,093 images, 5,465 captions). Ours: `small` preset; frozen: {', '.join(m['frozen'])}, "
+    lines = [f"RSICD test split (1,093 images, 5,465 captions). Ours: `{m.get('preset', 'small')}` preset; frozen: {', '.join(m['frozen'])}, "
              f"{cached}{views}; trained: {', '.join(m['trained'])}; {m['epochs']} epochs of training ({m['train_minutes']:.1f} min) "
              f"on {m['cpus']} CPU cores, measured {m['date']}. Published rows: the mR their papers report.", '', head,
              '|---|' + '---:|' * len(KEYS)]
@@ -66,63 +86,84 @@ def markdown(res:dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def smoke_data(root:Path) -> Path:
+    "A folder laid out like RSICD's (dataset_rsicd.json + images/), from a tiny generated shapes set."
+    shutil.move(str(tiny_shapes(root)), str(root/'dataset_rsicd.json'))
+    return root
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--epochs', type=int, default=3)
     p.add_argument('--out', default='runs/small_rsicd', help="run folder")
+    p.add_argument('--data', type=Path, default=None, help="folder with dataset_rsicd.json + images/ (default: $AAIR_RSICD or ../shared/data/rsicd)")
     p.add_argument('--views', type=int, default=3, help="aair_eval --views: turns averaged per test image (0 = skip this evaluation)")
     p.add_argument('--eval-only', action='store_true', help="do not train: test the finished run in --out (its metrics.json) again")
     p.add_argument('--report', action='store_true', help="only rewrite rsicd.md from rsicd.json")
     p.add_argument('--first-cache-minutes', type=float, default=None,
                    help="with --report: minutes the caches the run reused took to make (the progress bars of the run that made them)")
     p.add_argument('extra', nargs='*', help="more aair_train flags (after --)")
-    a = p.parse_args()
-    if a.report:
-        res = json.loads((OUT/'rsicd.json').read_text())
-        if a.first_cache_minutes is not None: res['meta']['first_cache_minutes'] = a.first_cache_minutes
-        (OUT/'rsicd.json').write_text(json.dumps(res, indent=2))
-        return (OUT/'rsicd.md').write_text(markdown(res))
+    a = add_common(p).parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    res_dir = results_dir(a, 'bench_rsicd')
+    if a.report:
+        res = json.loads((res_dir/'rsicd.json').read_text())
+        if a.first_cache_minutes is not None: res['meta']['first_cache_minutes'] = a.first_cache_minutes
+        (res_dir/'rsicd.json').write_text(json.dumps(res, indent=2))
+        return (res_dir/'rsicd.md').write_text(markdown(res))
+    with tempfile.TemporaryDirectory() as work:
+        flags = FLAGS
+        if a.smoke:                      # nothing outside temporary folders: data, run folder and feature caches
+            work = Path(work)
+            a.data, a.out, a.epochs = a.data or smoke_data(work/'rsicd'), work/'run', 1
+            flags = SMOKE_FLAGS + [f"data.cache_dir={work/'cache'}"]    # appended to SMOKE_FLAGS' --set
+        run(a, flags, res_dir)
+
+
+def run(a, flags:list, res_dir:Path):
+    "Train (unless --eval-only), evaluate with turned views and on the validation split, write rsicd.json and rsicd.md."
     from aair_nb.data import rsicd_path
     from aair_nb.cli import run_train, run_eval
-    data = rsicd_path()
+    data = a.data or rsicd_path()
     if data is None: sys.exit("bench_rsicd: RSICD not found: set AAIR_RSICD or place it at ../shared/data/rsicd")
     out = Path(a.out)
     if a.eval_only:
         if not (out/'metrics.json').exists(): sys.exit(f"bench_rsicd: {out}/metrics.json not found: train first (without --eval-only)")
-        m = json.loads((out/'metrics.json').read_text()); a.epochs = m['train_config']['epochs']
+        m = json.loads((out/'metrics.json').read_text()); a.epochs = m['config']['train']['epochs']
     wall = first = None
-    argv = command(data, out, a.epochs, a.extra)
+    argv = command(Path(data), out, a.epochs, a.extra, flags)
     print('aair_train ' + shlex.join(argv), flush=True)
     if not a.eval_only:
         t0 = time.time(); m = run_train(argv); wall = (time.time() - t0) / 60
-    elif (OUT/'rsicd.json').exists():                                  # the same run reported before: keep its times
-        prev = json.loads((OUT/'rsicd.json').read_text())['meta']
+    elif (res_dir/'rsicd.json').exists():                              # the same run reported before: keep its times
+        prev = json.loads((res_dir/'rsicd.json').read_text())['meta']
         if prev['command'] == 'aair_train ' + shlex.join(argv): wall, first = prev['wall_minutes'], prev.get('first_cache_minutes')
-    hist = json.loads((out/'history.json').read_text())
-    ours = [dict(method='AAIR small (ours), ITC ranking', kind='ours', **m['itc'])]
-    if 'rerank' in m: ours.append(dict(method=f"AAIR small (ours), re-ranked top-{m['rerank_k']}", kind=ours[0]['kind'], **m['rerank']))
+    hist, c = json.loads((out/'history.json').read_text()), m['config']
+    name = f"AAIR {c['preset']} (ours)"                                # AAIR small (ours)
+    ours = [dict(method=f'{name}, ITC ranking', kind='ours', **m['itc'])]
+    if 'rerank' in m: ours.append(dict(method=f"{name}, re-ranked top-{m['rerank_k']}", kind=ours[0]['kind'], **m['rerank']))
     timings, val_views = dict(m['timings']), {}
     if a.views:
         ev = ['--views', str(a.views), '--rerank-k', str(m.get('rerank_k', 0)), '--out', str(out/f'eval_test_views{a.views}.json')]
         print('aair_eval ' + shlex.join([str(out)] + ev), flush=True)
         e = run_eval([str(out)] + ev)
         turns = f"test images averaged over {a.views + 1} {'turns' if a.views <= 3 else 'turns and mirror images'}"
-        ours.append(dict(method=f"AAIR small (ours), ITC ranking, {turns}", kind='ours', **e['itc']))
-        if 'rerank' in e: ours.append(dict(method=f"AAIR small (ours), re-ranked top-{e['rerank_k']}, {turns}", kind='ours', **e['rerank']))
+        ours.append(dict(method=f"{name}, ITC ranking, {turns}", kind='ours', **e['itc']))
+        if 'rerank' in e: ours.append(dict(method=f"{name}, re-ranked top-{e['rerank_k']}, {turns}", kind='ours', **e['rerank']))
         timings['views'] = dict(e['timings'], views=a.views)
         for v in (0, a.views):                                           # the same choice on the validation split (ITC ranking)
             val = run_eval([str(out), '--split', 'val', '--views', str(v), '--rerank-k', '0', '--quiet', '--out', str(out/f'eval_val_views{v}.json')])
             val_views[v] = val['itc']['mR']
     meta = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), epochs=a.epochs,
                 cache_minutes=m.get('cache_seconds', 0) / 60, train_minutes=m['train_seconds'] / 60, wall_minutes=wall,
-                command='aair_train ' + shlex.join(argv), **parts(m['config']), views=m.get('cache_views', 0),
-                test_views=a.views, val_mR_by_views=val_views, timings=timings, **({'first_cache_minutes': first} if first else {}))
+                command='aair_train ' + shlex.join(argv), **parts(c), views=c['data']['cache_views'] if c['data']['cache'] else 0,
+                test_views=a.views, val_mR_by_views=val_views, timings=timings, **({'first_cache_minutes': first} if first else {}),
+                preset=c['preset'], **({'smoke': True} if a.smoke else {}))
     res = dict(meta=meta, ours=ours, published=PUBLISHED, val_history={k: v for k, v in hist.items() if k.startswith('val_')})
-    OUT.mkdir(exist_ok=True)
-    (OUT/'rsicd.json').write_text(json.dumps(res, indent=2, default=float))
-    (OUT/'rsicd.md').write_text(markdown(res))
+    (res_dir/'rsicd.json').write_text(json.dumps(res, indent=2, default=float))
+    (res_dir/'rsicd.md').write_text(markdown(res))
     print(markdown(res))
+    print(f"wrote {res_dir/'rsicd.json'} and {res_dir/'rsicd.md'}")
 
 
 if __name__ == '__main__': main()

@@ -1,15 +1,19 @@
 """Generation speed of the shapes data set: images per second of `make_shapes` (PNG files and the JSON written),
-median over repeats, at each image size. Writes bench/results/shapes_gen.json.
+median over repeats, at each image size. Writes bench/results/shapes_gen.json (or RESULTS/shapes_gen.json).
 
     python bench/bench_shapes.py                 # 2000/250/250 images at 64 and 128 px, 5 repeats
     python bench/bench_shapes.py --sizes 64 --repeats 3
+    python bench/bench_shapes.py --smoke         # 8/4/4 images at 32 px, once, into a temporary folder
 """
 import argparse, json, os, platform, statistics, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np, PIL
-from aair_nb.data import make_shapes
+from aair_nb.shapes import make_shapes
+from _bench import add_common, results_dir
+
+SMOKE = dict(n_train=8, n_val=4, n_test=4, sizes=[32], repeats=1)
 
 
 def bench(n_train:int, n_val:int, n_test:int, size:int, repeats:int) -> dict:
@@ -30,8 +34,12 @@ def main(argv=None):
     ap.add_argument('--n_train', type=int, default=2000); ap.add_argument('--n_val', type=int, default=250)
     ap.add_argument('--n_test', type=int, default=250); ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128])
     ap.add_argument('--repeats', type=int, default=5)
-    ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent/'results'/'shapes_gen.json')
-    a = ap.parse_args(argv)
+    ap.add_argument('--out', type=Path, default=None, help="result file (default: RESULTS/shapes_gen.json)")
+    a = add_common(ap).parse_args(argv)
+    if a.smoke:
+        if a.out: ap.error("--out cannot be combined with --smoke (give --results DIR)")
+        vars(a).update(SMOKE)
+    out = a.out or results_dir(a, 'bench_shapes')/'shapes_gen.json'
     rows = []
     for size in a.sizes:
         rows.append(bench(a.n_train, a.n_val, a.n_test, size, a.repeats))
@@ -40,10 +48,10 @@ def main(argv=None):
                images_per_s=rows[0]['images_per_s'], by_size=rows,
                machine=f"{platform.machine()}, {os.cpu_count()} CPU threads visible, Python {platform.python_version()}",
                versions=dict(numpy=np.__version__, pillow=PIL.__version__),
-               date=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(res, indent=2) + '\n'); os.replace(tmp, a.out)
-    print(f"wrote {a.out}")
+               date=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), **({'smoke': True} if a.smoke else {}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(res, indent=2) + '\n'); os.replace(tmp, out)
+    print(f"wrote {out}")
 
 
 if __name__ == '__main__': sys.exit(main())

@@ -3,7 +3,7 @@ import shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
-@pytest.mark.parametrize('cmd,flags', [('aair_train', ['--preset', '--data', '--resume', '--w-lmim', '--rerank-k']),
+@pytest.mark.parametrize('cmd,flags', [('aair_train', ['--model', '--preset', '--data', '--resume', '--set', '--rerank-k', 'vsepp']),
                                        ('aair_eval', ['--checkpoint', '--split', '--rerank-k']),
                                        ('aair_search', ['--text', '--image', '--split'])])
 def test_help(cmd, flags):

@@ -1,5 +1,5 @@
-"""aair_nb.data: shapes generator (determinism, captions true to the pixels), Karpathy/COCO loaders, bad input
-(each case with a real broken file), tokenizer, transforms, collate, and the real RSICD test split when present."""
+"""aair_nb.data: Karpathy/COCO loaders, bad input (each case with a real broken file), tokenizer, transforms,
+collate, and the real RSICD test split when present. Test images are drawn with the shapes generator."""
 import json, warnings
 from pathlib import Path
 import numpy as np
@@ -7,53 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aair_nb.data import (BadDataError, CaptionSet, Collate, INVERSE, SPLITS, caption_errors, default_shapes, eval_transform,
-                          load_coco, load_karpathy, load_tokenizer, make_shapes, measure_scene, render_scene, rsicd_path,
+from aair_nb.data import (BadDataError, CaptionSet, Collate, eval_transform, load_coco, load_karpathy, load_tokenizer, rsicd_path,
                           train_tokenizer, train_transform)
-
-
-# ---------------------------------------------------------------- shapes
-def test_make_shapes_deterministic(tmp_path):
-    a, b = make_shapes(tmp_path/'a', 12, 4, 4, seed=3), make_shapes(tmp_path/'b', 12, 4, 4, seed=3)
-    assert a.name == 'dataset_shapes.json' and json.loads(a.read_text()) == json.loads(b.read_text())
-    for fn in ('train_00000.png', 'train_00011.png', 'val_00003.png', 'test_00002.png'):
-        assert (a.parent/'images'/fn).read_bytes() == (b.parent/'images'/fn).read_bytes()
-    c = make_shapes(tmp_path/'c', 12, 4, 4, seed=4)
-    assert json.loads(c.read_text())['images'][0]['sentences'] != json.loads(a.read_text())['images'][0]['sentences']
-    d = make_shapes(tmp_path/'d', 6, 0, 0, seed=3)       # an image depends on (seed, split, index) only
-    assert (d.parent/'images'/'train_00005.png').read_bytes() == (a.parent/'images'/'train_00005.png').read_bytes()
-    entries = json.loads(a.read_text())['images']
-    assert [sum(e['split'] == s for e in entries) for s in SPLITS] == [12, 4, 4]
-    assert all(len(e['sentences']) == 5 and len({s['raw'] for s in e['sentences']}) == 5 for e in entries)
-
-
-def test_captions_are_true_to_the_pixels():
-    for split in SPLITS:
-        for i in range(60):
-            img, scene, caps = render_scene(0, split, i)
-            ms = measure_scene(img, scene)
-            for o, m in zip(scene['objects'], ms['objects']):
-                assert m['box'] is not None and all(abs(p - q) <= 1 for p, q in zip(m['box'], o['box'])), (split, i, o, m)
-            for c in caps: assert caption_errors(c, ms) == [], (split, i, c)
-
-
-def test_caption_checker_catches_wrong_captions():
-    i = next(i for i in range(100) if len(render_scene(0, 'train', i)[1]['objects']) == 2)
-    img, scene, _ = render_scene(0, 'train', i)
-    ms = measure_scene(img, scene)
-    (a, b), rel = scene['objects'], 'left of' if scene['axis'] == 'h' else 'above'
-    assert caption_errors(f"a {a['color']} {a['shape']} {rel} a {b['color']} {b['shape']}", ms) == []
-    assert caption_errors(f"a {b['color']} {a['shape']} {rel} a {a['color']} {b['shape']}", ms)          # binding swapped
-    assert caption_errors(f"a {a['color']} {a['shape']} {INVERSE[rel]} a {b['color']} {b['shape']}", ms)  # relation inverted
-    assert caption_errors(f"three shapes: a {a['color']} {a['shape']} {rel} a {b['color']} {b['shape']}", ms)
-
-
-def test_default_shapes_reuses(tmp_path):
-    p = default_shapes(tmp_path, 8, 4, 4)
-    t = p.stat().st_mtime_ns
-    assert default_shapes(tmp_path, 8, 4, 4) == p and p.stat().st_mtime_ns == t
-    (p.parent/'images'/'test_00001.png').unlink()
-    assert default_shapes(tmp_path, 8, 4, 4) == p and (p.parent/'images'/'test_00001.png').exists()
+from aair_nb.shapes import render_scene
 
 
 # ---------------------------------------------------------------- loaders
@@ -178,11 +134,12 @@ def test_tokenizer_transforms_collate(tmp_path):
     assert not any('Flip' in type(t).__name__ for t in ds.transform.transform.transforms)
     b = Collate(tok, max_len=8)([ds[k] for k in range(3)])
     assert b['images'].shape == b['images_aug'].shape == (3, 3, 32, 32)
-    assert b['input_ids'].shape == b['attention_mask'].shape == (3, 8)           # longest caption cut to max_len
-    assert b['attention_mask'].sum(1).tolist() == [8, 5, 5] and (b['input_ids'][b['attention_mask'] == 0] == 0).all()
+    ids, am = b['texts']
+    assert ids.shape == am.shape == (3, 8)                                        # longest caption cut to max_len
+    assert am.sum(1).tolist() == [8, 5, 5] and (ids[am == 0] == 0).all()
     assert b['image_ids'].tolist() == [0, 0, 1] and b['image_ids'].dtype == torch.long
     g = Collate(tok)([x for x in ds.images(eval_transform(48))])
-    assert g['images'].shape == (2, 3, 48, 48) and 'input_ids' not in g and g['captions'][0] == ds.image_captions(0)
+    assert g['images'].shape == (2, 3, 48, 48) and 'texts' not in g and g['captions'][0] == ds.image_captions(0)
 
 
 # ---------------------------------------------------------------- real data
@@ -190,7 +147,7 @@ def test_rsicd_test_split():
     root = rsicd_path()
     if root is None: pytest.skip("RSICD not found (set AAIR_RSICD or place it at ../shared/data/rsicd)")
     splits = [e['split'] for e in json.loads((root/'dataset_rsicd.json').read_text())['images']]
-    assert [splits.count(s) for s in SPLITS] == [8734, 1094, 1093]
+    assert [splits.count(s) for s in ('train', 'val', 'test')] == [8734, 1094, 1093]
     ds = load_karpathy(root/'dataset_rsicd.json', split='test')
     assert ds.n_images == 1093 and len(ds) == 5 * 1093 and all(len(k) == 5 for k in ds.img2txt)
     assert ds[len(ds) - 1]['image'].shape[0] == 3 and ds[len(ds) - 1]['image_id'] == 1092

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from aair_nb.core import l2norm
+from aair_nb.data import Tokens
 from aair_nb.encoders import (EncoderCfg, build_image_encoder, build_text_encoder, load_pretrained_tokenizer, load_hf_model,
                               image_stats, minilm_path, EfficientNetLite0Encoder, HFImageEncoder)
 
@@ -39,13 +40,13 @@ def test_tiny_vit_shapes_grad_freeze():
 def test_tiny_bert_mask_and_padding(tiny_text):
     ids, am = tiny_text
     enc = build_text_encoder(EncoderCfg(kind='bert')).eval()
-    T, m = enc(ids, am)
+    T, m = enc(Tokens(ids, am))
     assert T.shape == (3, 9, 128) and torch.equal(m, am.bool()) and enc.out_dim == 128
-    T2, _ = enc(F.pad(ids, (0, 4)), F.pad(am, (0, 4)))               # extra padding changes nothing on real tokens
+    T2, _ = enc(Tokens(F.pad(ids, (0, 4)), F.pad(am, (0, 4))))               # extra padding changes nothing on real tokens
     torch.testing.assert_close(T2[:, :9][m], T[m], atol=1e-5, rtol=1e-5)
-    enc.train(); T, _ = enc(ids, am); (T * torch.linspace(-1, 1, T.shape[-1])).sum().backward()   # a plain sum of a LayerNorm output has no gradient
+    enc.train(); T, _ = enc(Tokens(ids, am)); (T * torch.linspace(-1, 1, T.shape[-1])).sum().backward()   # a plain sum of a LayerNorm output has no gradient
     assert enc.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-    enc.freeze(); assert not enc(ids, am)[0].requires_grad
+    enc.freeze(); assert not enc(Tokens(ids, am))[0].requires_grad
 
 
 def test_bad_kinds():
@@ -98,7 +99,7 @@ def test_minilm_matches_sentence_transformers():
     assert enc.out_dim == 384
     sents = ['a red circle left of a blue square', 'many white planes are parked at the airport .']
     b = tok(sents, padding=True, return_tensors='pt')
-    with torch.no_grad(): T, m = enc(b['input_ids'], b['attention_mask'])
+    with torch.no_grad(): T, m = enc(Tokens(b['input_ids'], b['attention_mask']))
     w = m[..., None].float()
     ours = l2norm((T * w).sum(1) / w.sum(1))
     ref = st.SentenceTransformer(str(minilm_path()), device='cpu').encode(sents, convert_to_tensor=True)

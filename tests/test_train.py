@@ -1,48 +1,20 @@
 """aair_nb.train: schedule, decay groups, checkpoints (shared tensors, weights_only, torn saves), exact resumption
 (hard interrupt inside a step, graceful SIGINT, with and without DataLoader workers), NaN stop, validation/best, and the
-DDP path on CPU with two processes under torchrun (gloo). Uses a small linear dual encoder: every test is seconds."""
-import json, math, os, signal, subprocess, sys, textwrap
+DDP path on CPU with two processes under torchrun (gloo). Uses the small linear dual encoder of tests/toy.py: every
+test is seconds."""
+import json, os, signal, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 from aair_nb.core import set_seed, l2norm
-from aair_nb.train import (TrainConfig, fit, lr_factor, param_groups, save_checkpoint, load_checkpoint, rng_state,
+from aair_nb.train import (TrainConfig, Trainer, fit, lr_factor, param_groups, save_checkpoint, load_checkpoint, rng_state,
                            set_rng_state, epoch_batches, plot_history, loss_names)
 
-TOY = '''
-import math, torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import Dataset
-from aair_nb.core import l2norm
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))                                       # tests/toy.py, whatever pytest's import mode
+from toy import PairSet, DualLinear
 
-class PairSet(Dataset):
-    "Image/text features: noisy linear views of one latent; every read adds fresh noise (an augmentation)."
-    def __init__(self, n=96, d_lat=8, d_img=24, d_txt=16, noise=0.3, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, d_lat, generator=g)
-        self.x, self.y = z @ torch.randn(d_lat, d_img, generator=g), z @ torch.randn(d_lat, d_txt, generator=g)
-        self.noise = noise
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i): return {'x': self.x[i] + self.noise * torch.randn_like(self.x[i]), 'y': self.y[i], 'image_ids': i}
-
-class DualLinear(nn.Module):
-    "Linear dual encoder with dropout and a learned temperature; symmetric InfoNCE."
-    def __init__(self, d_img=24, d_txt=16, d=16, p_drop=0.1):
-        super().__init__()
-        self.img, self.txt, self.drop = nn.Linear(d_img, d), nn.Linear(d_txt, d), nn.Dropout(p_drop)
-        self.log_tau = nn.Parameter(torch.tensor(math.log(0.1)))
-    def forward(self, batch):
-        v, t = l2norm(self.img(self.drop(batch['x']))), l2norm(self.txt(self.drop(batch['y'])))
-        logits = v @ t.T / self.log_tau.exp()
-        tgt = torch.arange(len(v), device=v.device)
-        i2t, t2i = F.cross_entropy(logits, tgt), F.cross_entropy(logits.T, tgt)
-        return {'i2t': i2t, 't2i': t2i, 'loss': (i2t + t2i) / 2}
-'''
-exec(TOY)
 
 CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-2, warmup=2, grad_accum=2, quiet=True)   # 3 steps per epoch, 12 in all
 
@@ -222,21 +194,33 @@ def test_protocol_errors(tmp_path):
     with pytest.raises(TypeError, match=r"scalar tensors with a 'loss' entry; got i2t: \(\), logits: \(3,\)"): fit(NoLoss(), PairSet(), CFG, tmp_path/'p')
 
 
+def test_max_steps_inside_an_epoch(tmp_path):
+    "A run that ends inside an epoch validates and saves at its last step; `save_every` saves in between; `Trainer.fit` is `fit`."
+    cfg = CFG.replace(max_steps=5, save_every=2)
+    set_seed(0); h = fit(DualLinear(), PairSet(), cfg, tmp_path/'a', evaluate_fn=lambda m: {'rsum': 1.0})
+    assert h['val_step'] == [3, 5] and len(h['loss']) == 5
+    assert torch.load(tmp_path/'a'/'last'/'state.pt', weights_only=True)['step'] == 5
+    set_seed(0); t = Trainer(DualLinear(), PairSet(), cfg, tmp_path/'b')
+    assert (t.spe, t.total) == (3, 5) and t.fit()['loss'] == h['loss']
+
+
 def test_too_small_dataset(tmp_path):
     with pytest.raises(ValueError, match='fewer than one optimizer step'): fit(DualLinear(), PairSet(n=20), CFG, tmp_path/'s')
 
 
-DDP_SCRIPT = TOY + '''
+DDP_SCRIPT = '''
 import os, sys, torch
 from pathlib import Path
 from aair_nb.core import set_seed
 from aair_nb.train import TrainConfig, fit
+from toy import PairSet, DualLinear             # tests/toy.py: the test puts tests/ on PYTHONPATH
 out = Path(sys.argv[1])
 class WithUnused(DualLinear):
     def __init__(self): super().__init__(); self.unused = torch.nn.Parameter(torch.zeros(2))   # no gradient ever, like the VSE baseline's temperature
 set_seed(0); m = WithUnused()
 init = torch.cat([p.detach().flatten() for p in m.parameters()])
-h = fit(m, PairSet(), TrainConfig(epochs=1, batch_size=8, lr=1e-2, warmup=1, grad_accum=2, max_steps=3, device='cpu', quiet=True), out/'run')
+h = fit(m, PairSet(), TrainConfig(epochs=1, batch_size=8, lr=1e-2, warmup=1, grad_accum=2, max_steps=3, device='cpu', quiet=True), out/'run',
+        evaluate_fn=lambda model: {'rsum': float(model.img.weight.sum())})   # process 0 validates and saves `best`, the other waits
 torch.save({'params': torch.cat([p.detach().flatten() for p in m.parameters()]), 'init': init, 'steps': len(h['loss'])},
            out/f"rank{os.environ['RANK']}.pt")
 '''
@@ -246,7 +230,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     import torch.distributed as dist
     if not dist.is_available() or not dist.is_gloo_available(): pytest.skip('torch.distributed with gloo is not available')
     (tmp_path/'ddp.py').write_text(DDP_SCRIPT)
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join(p for p in (str(HERE), os.environ.get('PYTHONPATH')) if p)}
     env.pop('WORLD_SIZE', None)
     try:
         r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
@@ -263,3 +247,5 @@ def test_ddp_two_processes_gloo(tmp_path):
     st = torch.load(tmp_path/'run'/'last'/'state.pt', weights_only=True)
     assert st['world'] == 2 and len(st['rng']) == 2 and st['step'] == 3   # process 0 wrote every process's RNG state
     assert not torch.equal(st['rng'][0]['torch'], st['rng'][1]['torch'])  # seeded per process
+    best = torch.load(tmp_path/'run'/'best'/'state.pt', weights_only=True)
+    assert best['step'] == 3 and st['history']['val_step'] == [3]

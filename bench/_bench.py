@@ -1,0 +1,45 @@
+"""What the bench/ scripts share: where their results go, and the tiny data set their `--smoke` runs use.
+
+Every script takes `--results DIR` (default: $AAIR_BENCH_RESULTS, else bench/results/) and `--smoke`: a run of a few
+seconds through the same code as the real one, on tiny data, that writes only to a temporary folder (never to
+bench/results/). tests/test_bench.py runs every smoke, so the scripts cannot drift from the library unnoticed.
+"""
+import argparse, os, sys, tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent/'results'   # what the docs read
+ENV = 'AAIR_BENCH_RESULTS'
+
+
+def add_common(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The `--smoke` and `--results` options of every script."
+    p.add_argument('--smoke', action='store_true',
+                   help="a seconds-long run through the same code on tiny data; writes only to --results (default: a new temporary folder)")
+    p.add_argument('--results', type=Path, default=None,
+                   help=f"folder the result files are written to (default: ${ENV}, else bench/results; with --smoke: a new temporary folder)")
+    return p
+
+
+def results_dir(a:argparse.Namespace, name:str='bench') -> Path:
+    "The folder results go to (created); a smoke run never gets bench/results, and computes on one thread."
+    d = a.results or (Path(os.environ[ENV]) if os.environ.get(ENV) else None)
+    if a.smoke:
+        one_thread()
+        if d is None: d = Path(tempfile.mkdtemp(prefix=f'aair_{name}_smoke_'))
+        if d.resolve() == RESULTS: sys.exit(f"{name}: --smoke never writes to {RESULTS}: give --results another folder")
+    d = Path(d or RESULTS)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def one_thread():
+    """Compute on one thread, here and in child processes: tiny tensors gain nothing from more, and on a busy machine
+    (several smokes at once) more threads than free cores make every small op wait for the others."""
+    os.environ['OMP_NUM_THREADS'] = os.environ['MKL_NUM_THREADS'] = '1'
+    if 'torch' in sys.modules: sys.modules['torch'].set_num_threads(1)
+
+
+def tiny_shapes(root, size:int=64) -> Path:
+    "A shapes data set of 8 / 4 / 4 images in `root` (a fraction of a second to make); its Karpathy JSON."
+    from aair_nb.shapes import make_shapes
+    return make_shapes(root, n_train=8, n_val=4, n_test=4, size=size, seed=0)

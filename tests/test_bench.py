@@ -1,0 +1,130 @@
+"""Every bench/ script runs in its `--smoke` mode (the same code as the real benchmark on tiny data, seconds long) and writes
+result files with every key the committed results in bench/results/ have (the docs read those keys). The smokes are
+started together, in subprocesses, when the first test of this file needs them; each test waits for its own."""
+import json, os, subprocess, sys, time
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH, RESULTS = ROOT/'bench', ROOT/'bench'/'results'
+FILES = {'bench_shapes': ['shapes_gen.json'], 'bench_metrics': ['metrics.json'], 'bench_speed': ['speed.json', 'speed.md'],
+         'bench_ablation': ['ablation.json', 'ablation.md'], 'bench_rsicd': ['rsicd.json', 'rsicd.md']}
+OPTIONAL = {'rsicd.json': {'.meta.first_cache_minutes'}}   # keys a run writes only in some cases
+TIMEOUT = 240
+
+
+def _snapshot(d:Path) -> dict: return {p.name: p.stat().st_mtime_ns for p in d.iterdir()} if d.exists() else {}
+
+
+@pytest.fixture(scope='module')
+def smokes(tmp_path_factory):
+    "Start every script's smoke at once (each into its own results folder); name -> (Popen, results folder, log file, start time)."
+    before, tmp, procs = _snapshot(RESULTS), tmp_path_factory.mktemp('bench'), {}
+    env = dict(os.environ, HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
+    env.pop('AAIR_BENCH_RESULTS', None)
+    for name in FILES:
+        res, log = tmp/name, open(tmp/f'{name}.log', 'w+')
+        cmd = [sys.executable, f'bench/{name}.py', '--smoke', '--results', str(res)]
+        procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), res, log, time.time())
+    yield procs
+    for p, _, log, _ in procs.values():
+        if p.poll() is None: p.kill(); p.wait()
+        log.close()
+    assert _snapshot(RESULTS) == before, "a --smoke run wrote to bench/results/"
+
+
+def _finish(smokes, name:str) -> Path:
+    "Wait for the smoke of `name`; fail with its output unless it exited 0; its results folder."
+    p, res, log, t0 = smokes[name]
+    try: p.wait(timeout=max(1, TIMEOUT - (time.time() - t0)))
+    except subprocess.TimeoutExpired: p.kill(); p.wait()
+    log.seek(0); out = log.read()
+    assert p.returncode == 0, f"bench/{name}.py --smoke exited with {p.returncode}:\n{out[-5000:]}"
+    for f in FILES[name]: assert (res/f).is_file(), f"bench/{name}.py --smoke wrote no {f} in --results:\n{out[-3000:]}"
+    return res
+
+
+def missing_keys(ref, got, path='') -> list:
+    "Dotted paths of the keys of `ref` (nested dicts; the items of lists of dicts taken together) that `got` lacks."
+    if isinstance(ref, dict) and isinstance(got, dict):
+        out = []
+        for k, v in ref.items():
+            if k not in got: out.append(f'{path}.{k}')
+            else: out += missing_keys(v, got[k], f'{path}.{k}')
+        return out
+    if isinstance(ref, list) and isinstance(got, list) and all(isinstance(x, dict) for x in ref + got):
+        merge = lambda xs: {k: next(x[k] for x in xs if k in x) for x in xs for k in x}
+        return missing_keys(merge(ref), merge(got), path + '[]') if ref and got else []
+    return []
+
+
+def check_keys(res:Path, fname:str):
+    "The smoke's result file has every key of the committed one."
+    got = json.loads((res/fname).read_text())
+    assert got.get('meta', got).get('smoke') is True, f"{fname} of a smoke run is not marked smoke: true"
+    if not (RESULTS/fname).exists(): return
+    miss = set(missing_keys(json.loads((RESULTS/fname).read_text()), got)) - OPTIONAL.get(fname, set())
+    assert not miss, f"{fname}: keys of bench/results/{fname} missing from the smoke's: {sorted(miss)}"
+
+
+def test_shapes(smokes):
+    res = _finish(smokes, 'bench_shapes')
+    check_keys(res, 'shapes_gen.json')
+    assert json.loads((res/'shapes_gen.json').read_text())['images_per_s'] > 0
+
+
+def test_metrics(smokes):
+    res = _finish(smokes, 'bench_metrics')
+    check_keys(res, 'metrics.json')
+    m = json.loads((res/'metrics.json').read_text())
+    assert m['shape'] == [50, 250] and set(m['peak_extra_mb']) == {'max_pass', 'vectorised', 'loop'}
+
+
+def test_speed(smokes):
+    res = _finish(smokes, 'bench_speed')
+    check_keys(res, 'speed.json')
+    r = json.loads((res/'speed.json').read_text())['results']
+    assert [x['setting'] for x in r] == ['tiny', 'tiny eval', 'small', 'small eval', 'small_cached']
+    cached = r[-1]
+    assert cached['step_s_median'] > 0 and cached['trainable_params_M'] > 0
+    assert 'small_cached' in (res/'speed.md').read_text()
+
+
+def test_ablation(smokes):
+    res = _finish(smokes, 'bench_ablation')
+    check_keys(res, 'ablation.json')
+    a = json.loads((res/'ablation.json').read_text())
+    sys.path.insert(0, str(BENCH))
+    try: from bench_ablation import LADDER
+    finally: sys.path.remove(str(BENCH))
+    assert [r['row'] for r in a['runs']] == [n for n, _ in LADDER]
+    assert [r['row'] for r in a['rows']][-1] == 'AAIR: + ITM re-rank top-16' and 'rerank' in a['runs'][-1]
+    assert all('rerank' not in r for r in a['runs'][:-1]), "only the last ladder row has a fusion encoder"
+
+
+def test_rsicd(smokes):
+    res = _finish(smokes, 'bench_rsicd')
+    check_keys(res, 'rsicd.json')
+    r = json.loads((res/'rsicd.json').read_text())
+    m = r['meta']
+    assert m['command'].startswith('aair_train ') and '--cache-features' in m['command'] and m['views'] == 3
+    assert set(m['val_mR_by_views']) == {'0', '3'}
+    assert len(r['ours']) == 4, [o['method'] for o in r['ours']]          # ITC and re-ranked, without and with the turned views
+    assert 'RSICD test split' in (res/'rsicd.md').read_text()
+
+
+def test_rsicd_flags(smokes):
+    "bench_rsicd's FLAGS are the documented run: small preset, encoders tuned at the top only, cached with 3 turned views."
+    sys.path.insert(0, str(BENCH))
+    try: import bench_rsicd
+    finally: sys.path.remove(str(BENCH))
+    from aair_nb.cli import train_parser, run_config
+    c = run_config(train_parser().parse_args(bench_rsicd.command(Path('/data'), Path('/run'), 3, []))).to_dict()
+    assert c['preset'] == 'small' and c['model_name'] == 'aair'
+    assert c['model']['image']['tune_top'] == 4 and c['model']['image']['frozen']
+    assert c['model']['text']['tune_top'] == 2
+    assert c['data']['cache'] and c['data']['cache_views'] == 3 and c['train']['lr'] == 3e-4 and c['eval']['rerank_k'] == 16
+    assert bench_rsicd.parts(c) == dict(
+        frozen=['EfficientNet-Lite0 stem and blocks 1-13', 'MiniLM-L6 embeddings and layers 1-4'],
+        trained=['EfficientNet-Lite0 blocks 14-16 and head', 'MiniLM-L6 layers 5-6', 'projections', 'GPO', 'temperature',
+                 'fusion encoder + ITM head'])
