@@ -52,6 +52,11 @@ def _decode_error(path:Path):
             im.draft('RGB', (max(1, im.width // 8), max(1, im.height // 8))); im.load()   # at 1/8 scale when JPEG
     except Exception as e: return f"{type(e).__name__}: {e}"
 
+def _image_dir(image_dir:Path, name:str, hint:str='') -> Path:
+    "`image_dir`, checked to be a folder (`name`: the caption file it belongs to)."
+    if not image_dir.is_dir(): raise FileNotFoundError(f"{image_dir}: image folder of {name} not found{hint}")
+    return image_dir
+
 def _check_image(path:Path, where:str, bad:_BadLog, verify:bool) -> bool:
     if not path.is_file(): bad('missing image', f"{where}: image file not found: {path}"); return False
     if verify and (err := _decode_error(path)): bad('unreadable image', f"{where}: cannot decode {path}: {err}"); return False
@@ -118,15 +123,13 @@ def load_karpathy(json_path, # A Karpathy split file: dataset_{flickr30k,coco,rs
                   transform=None, # Image transform of the returned set
                  ) -> CaptionSet:
     "Read one split of a Karpathy JSON file into a `CaptionSet`."
-    json_path = Path(json_path); name = json_path.name
-    data = _read_json(json_path)
+    json_path = Path(json_path); name, data = json_path.name, _read_json(json_path)
     if isinstance(data, dict) and 'annotations' in data:
         raise BadDataError(f"{name}: has 'annotations', so it looks like a COCO captions file: use load_coco")
     if not isinstance(data, dict) or not isinstance(data.get('images'), list):
         raise BadDataError(f"{name}: expected a Karpathy JSON object with an 'images' list")
     if split not in ('train', 'val', 'test', 'restval', 'all', None): raise ValueError(f"split={split!r}: expected 'train', 'val', 'test' or 'all'")
-    image_dir = Path(image_dir) if image_dir is not None else json_path.parent/'images'
-    if not image_dir.is_dir(): raise FileNotFoundError(f"{image_dir}: image folder of {name} not found (pass image_dir=...)")
+    image_dir = _image_dir(Path(image_dir) if image_dir is not None else json_path.parent/'images', name, ' (pass image_dir=...)')
     bad, paths, caps, meta = _BadLog(f"{name} (split {split!r})", skip_bad), [], [], []
     for i, e in enumerate(data['images']):
         where = f"{name}: images[{i}]"
@@ -161,13 +164,11 @@ def load_coco(captions_json, # A COCO captions file: {"images": [{"id", "file_na
               transform=None, # Image transform of the returned set
              ) -> CaptionSet:
     "Read a COCO captions file into a `CaptionSet` (images in file order, captions in annotation order)."
-    path = Path(captions_json); name = path.name
-    data = _read_json(path)
+    path = Path(captions_json); name, data = path.name, _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get('images'), list) or not isinstance(data.get('annotations'), list):
         hint = '; this looks like a Karpathy file: use load_karpathy' if isinstance(data, dict) and 'images' in data else ''
         raise BadDataError(f"{name}: expected a COCO captions object with 'images' and 'annotations' lists{hint}")
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir(): raise FileNotFoundError(f"{image_dir}: image folder of {name} not found")
+    image_dir = _image_dir(Path(image_dir), name)
     bad, files, caps = _BadLog(name, skip_bad), {}, {}
     for i, im in enumerate(data['images']):
         if not isinstance(im, dict) or 'id' not in im or not isinstance(im.get('file_name'), str):

