@@ -18,8 +18,8 @@ from .evaluate import Encoded, evaluate, evaluate_fn, encode_dataset, similariti
 
 # %% auto #0
 __all__ = ['SHORT_FLAGS', 'SWITCHES', 'train_main', 'eval_main', 'search_main', 'load_run', 'recall_tables', 'print_table',
-           'train_parser', 'run_config', 'split_caches', 'run_train', 'eval_parser', 'run_eval', 'search_parser',
-           'search', 'run_search']
+           'train_parser', 'cli_sets', 'run_config', 'split_caches', 'run_train', 'eval_parser', 'run_eval',
+           'search_parser', 'search', 'run_search']
 
 # %% ../nbs/17_cli.ipynb #9624fc07
 def load_run(run, # A run folder written by `aair_train`
@@ -70,7 +70,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--images', help="image folder for --data (default: images/ beside the JSON)")
     p.add_argument('--format', choices=['karpathy', 'coco'], help="format of --data (default: detected)")
     p.add_argument('--out', default='runs/tiny_shapes', help="run folder (checkpoints, history, metrics.json). Default: runs/tiny_shapes")
-    p.add_argument('--resume', action='store_true', help="continue the run in --out with its own run.json, from its last checkpoint")
+    p.add_argument('--resume', action='store_true', help="continue the run in --out from its last checkpoint, with its own run.json and this command line's changes (e.g. --epochs)")
     for flag, typ, what in (('--epochs', int, 'passes over the training set'), ('--max-steps', int, 'stop after this many optimizer steps (0 = all epochs)'),
                             ('--batch-size', int, 'pairs per step'), ('--lr', float, 'peak learning rate'), ('--seed', int, 'random seed'),
                             ('--rerank-k', int, 'test: candidates per query re-ranked by the second stage (0 = none)'),
@@ -82,20 +82,27 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--quiet', action='store_true', help="no progress bars")
     return p
 
-def run_config(args:argparse.Namespace) -> RunConfig:
-    "The `RunConfig` a parsed `aair_train` command line asks for: model and preset, then short flags, then `--set`s."
+def cli_sets(args:argparse.Namespace) -> list:
+    "The `--set` strings a parsed `aair_train` command line stands for: its short flags, then its own `--set`s."
     sets = [f"{key}={v}" for flag, key in SHORT_FLAGS.items() if (v := getattr(args, flag)) is not None]
     sets += [f"{key}=true" for flag, key in SWITCHES.items() if getattr(args, flag)]
     sets += ['train.progress=false', 'train.quiet=true'] if args.quiet else []
+    return sets + [s for group in args.set for s in group]
+
+def run_config(args:argparse.Namespace, # Parsed `aair_train` arguments
+               resume_from=None, # A run.json to continue: its config, with only the command line's changes applied
+              ) -> RunConfig:
+    "The `RunConfig` a parsed `aair_train` command line asks for: model and preset (or `resume_from`), then short flags, then `--set`s."
+    if resume_from is not None: return apply_sets(RunConfig.load(resume_from), cli_sets(args))
     import_models(*args.plugin)
     run = resolve_run(args.model, args.preset); run.plugins = [str(Path(p).resolve()) if p.endswith('.py') else p for p in args.plugin]
-    return apply_sets(run, sets + [s for group in args.set for s in group])
+    return apply_sets(run, cli_sets(args))
 
 # %% ../nbs/17_cli.ipynb #8870cd57
 def _setup(args, out:Path) -> tuple:
     "Resolve (or, with --resume, reload) the run config, load the splits, build model, tokenizer and collate; write run.json."
     resumed = args.resume and (out/'run.json').exists()
-    cfg = RunConfig.load(out/'run.json') if resumed else run_config(args)
+    cfg = run_config(args, out/'run.json' if resumed else None)  # resuming: the run's own config, with this command line's changes
     cfg = cfg.replace(data=resolve_data(cfg.data).to_dict())
     set_seed(cfg.train.seed)
     splits = {s: load_split(cfg.data, s) for s in ('train', 'val', 'test')}
@@ -143,7 +150,7 @@ def _script(fn, prog:str):
     "A console script from `fn(argv)`: bad input ends in one line `prog: error: ...` and exit status 1, not a traceback."
     def main(argv=None):
         try: fn(argv)
-        except (FileNotFoundError, NotADirectoryError, ValueError) as e: raise SystemExit(f"{prog}: error: {e}")
+        except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as e: raise SystemExit(f"{prog}: error: {e}")
     main.__doc__ = f"Console script `{prog}` (see `{fn.__name__}`)."
     return main
 

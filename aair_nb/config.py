@@ -52,7 +52,7 @@ class RunConfig(Config):
     def from_dict(cls, d:dict) -> RunConfig:
         "Build from a dict; the `model` section becomes the config class of the registered `model_name`."
         d = dict(d); m = d.pop('model', None)
-        import_models(*d.get('plugins', []))
+        if d.get('plugins'): import_models(*d['plugins'])            # a model registered outside the package
         out = super().from_dict(d)
         if m is not None: out.model = model_spec(out.model_name).config_class.from_dict(m)
         return out
@@ -65,6 +65,9 @@ def resolve_run(model_name:str='aair', # A registered model
     p = load_preset(preset)
     unknown = sorted(set(p) - {'model', 'train', 'data', 'eval'})
     if unknown: raise ValueError(f"preset {preset!r}: unknown section(s) {unknown}; a preset has model, train, data and eval")
+    known = {f.name for spec in import_models().values() for f in fields(spec.config_class)}
+    unknown = sorted(set(p.get('model', {})) - known)            # a field no registered model has: a typo
+    if unknown: raise ValueError(f"preset {preset!r}: model field(s) {unknown} belong to no registered model")
     return RunConfig(model_name, preset, model_config(model_name, preset), TrainConfig.from_dict(p.get('train', {})),
                      DataConfig.from_dict(p.get('data', {})), EvalConfig.from_dict(p.get('eval', {})))
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_contract.ipynb #855dbd5d
 from __future__ import annotations
-import difflib, importlib.resources, json, math
+import difflib, hashlib, importlib.resources, json, math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -77,6 +77,11 @@ class RetrievalModel(nn.Module):
     config_class = ModelConfig
     can_rerank: bool = False           # True when `pair_scores` gives a second-stage score
 
+    @property
+    def fine_grained(self) -> bool:
+        "True when `similarity` is overridden (it may read the encoder features, not only the global vectors)."
+        return type(self).similarity is not RetrievalModel.similarity
+
     def __init__(self, config:ModelConfig):
         super().__init__()
         self.config = config
@@ -117,6 +122,8 @@ def check_model(model:RetrievalModel, # The model to check
     assert isinstance(out, dict) and 'loss' in out, f"forward must return a dict with a 'loss' entry, got {type(out).__name__} {list(out) if isinstance(out, dict) else ''}"
     for k, v in out.items(): assert torch.is_tensor(v) and v.ndim == 0, f"loss {k!r} must be a scalar tensor, got {getattr(v, 'shape', type(v))}"
     assert out['loss'].requires_grad, "the total 'loss' has no gradient: nothing would be trained"
+    c = model.config
+    assert type(c).from_dict(json.loads(json.dumps(c.to_dict()))) == c, "the config must survive a JSON round trip (run.json keeps it)"
     B = len(batch['image_ids'])
     with torch.no_grad():
         img, txt = model.embed_images(batch['images']), model.embed_texts(batch['texts'])
@@ -151,6 +158,9 @@ def register_model(name:str, # The name `aair_train --model` takes
         if not issubclass(cls, RetrievalModel): raise TypeError(f"{cls.__name__} is not a RetrievalModel")
         cc = config_class or cls.config_class
         cc().replace(**overrides)                                   # unknown fields fail here, at registration
+        old = MODELS.get(name)
+        if old is not None and (old.cls.__module__, old.cls.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"model {name!r} is already registered by {old.cls.__module__}.{old.cls.__qualname__}: choose another name")
         MODELS[name] = ModelSpec(cls, cc, overrides, doc or (cls.__doc__ or '').strip().split('\n')[0])
         return cls
     return deco
@@ -164,8 +174,10 @@ def import_models(*plugins:str # More modules to import: dotted names or paths o
     for p in plugins:
         if not p.endswith('.py'): importlib.import_module(p); continue
         if not Path(p).is_file(): raise FileNotFoundError(f"{p}: no such plugin file (a .py file that calls register_model)")
-        spec = importlib.util.spec_from_file_location(Path(p).stem, p)
-        mod = importlib.util.module_from_spec(spec); sys.modules[Path(p).stem] = mod; spec.loader.exec_module(mod)
+        name = 'aair_plugin_' + hashlib.sha1(str(Path(p).resolve()).encode()).hexdigest()[:10]   # one module per file, loaded once
+        if name in sys.modules: continue
+        spec = importlib.util.spec_from_file_location(name, p)
+        mod = importlib.util.module_from_spec(spec); sys.modules[name] = mod; spec.loader.exec_module(mod)
     return MODELS
 
 def model_spec(name:str) -> ModelSpec:

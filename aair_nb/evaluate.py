@@ -50,7 +50,6 @@ def _device_of(model) -> torch.device:
 
 def _gather(parts:list, keep:bool, order=None) -> Embedded:
     "One `Embedded` from per-batch parts (on the CPU), rows put in `order`; features only when `keep`."
-    cat = lambda xs, v=0: (_pad_cat(xs, v) if xs[0].dim() > 1 and keep else torch.cat(xs))
     e = torch.cat([p.emb.float().cpu() for p in parts])
     f, m = (_pad_cat([p.feats.float().cpu() for p in parts]), _pad_cat([p.mask.bool().cpu() for p in parts], False)) if keep else (None, None)
     return Embedded(e, f, m) if order is None else Embedded(e[order], None if f is None else f[order], None if m is None else m[order])
@@ -91,7 +90,7 @@ def encode_dataset(model, # A `RetrievalModel` (notebook 12)
                    batch_size:int=128, # Images or captions per forward pass
                    device=None, # Default: where the model is
                    progress:bool=True, # Show progress bars
-                   keep_locals:bool=True, # Keep encoder features for re-ranking (only when the model can re-rank)
+                   keep_locals:bool=True, # Keep encoder features (when the model re-ranks or its `similarity` reads them)
                    transform=None, # Image transform; default `eval_transform` from `model.config`
                    num_workers:int=0, # DataLoader workers for the images
                    cache=None, # A `FeatureCache` of `ds`: frozen encoders' outputs are read from it, not recomputed
@@ -101,7 +100,7 @@ def encode_dataset(model, # A `RetrievalModel` (notebook 12)
     cfg = model.config
     transform = transform or eval_transform(cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
     device = torch.device(device) if device is not None else _device_of(model)
-    keep = keep_locals and model.can_rerank
+    keep = keep_locals and (model.can_rerank or model.fine_grained)   # features for a second stage or a fine-grained score
     was_training, t0 = model.training, time.perf_counter()
     model.eval()
     try:
@@ -130,7 +129,8 @@ def similarities(model, # A `RetrievalModel`: its `similarity` scores the pairs 
                 ) -> torch.Tensor:
     "Scores [n_img, n_txt] of every image with every caption (one matrix product for dot-product models)."
     dev = device or _device_of(model)
-    return model.similarity(to_device(enc.img, dev), to_device(enc.txt, dev)).float().cpu()    # [n_img, n_txt]
+    img, txt = (enc.img, enc.txt) if model.fine_grained else (Embedded(enc.img.emb, None, None), Embedded(enc.txt.emb, None, None))
+    return model.similarity(to_device(img, dev), to_device(txt, dev)).float().cpu()    # [n_img, n_txt]
 
 # %% ../nbs/15_evaluate.ipynb #331f58ec
 def pair_score_fn(model, # A `RetrievalModel` that `can_rerank` (its `pair_scores` scores the pairs)
