@@ -159,7 +159,7 @@ def register_model(name:str, # The name `aair_train --model` takes
         cc = config_class or cls.config_class
         cc().replace(**overrides)                                   # unknown fields fail here, at registration
         old = MODELS.get(name)
-        if old is not None and (old.cls.__module__, old.cls.__qualname__) != (cls.__module__, cls.__qualname__):
+        if old is not None and old.cls.__qualname__ != cls.__qualname__:    # the same class again (a notebook, a re-import) is fine
             raise ValueError(f"model {name!r} is already registered by {old.cls.__module__}.{old.cls.__qualname__}: choose another name")
         MODELS[name] = ModelSpec(cls, cc, overrides, doc or (cls.__doc__ or '').strip().split('\n')[0])
         return cls
