@@ -4,24 +4,36 @@
 
 # %% ../nbs/17_cli.ipynb #740dd1fb
 from __future__ import annotations
-import argparse, json, time
+import argparse, fcntl, json, os, shutil, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 from .core import set_seed, default_device, to_device
-from .data import load_tokenizer, train_transform, eval_transform, Collate
+from .data import load_tokenizer, train_transform, eval_transform, Collate, to_rgb
 from .metrics import format_metrics
 from .contract import Embedded, build, import_models, preset_names
 from .cache import cached_features, CachedFeatureSet, CachedCollate
 from .config import RunConfig, resolve_run, apply_sets, resolve_data, data_source, load_split
-from .train import fit, load_checkpoint
+from .train import Trainer, load_checkpoint, recover_checkpoint, CheckpointError
 from .evaluate import Encoded, evaluate, evaluate_fn, encode_dataset, similarities, pair_score_fn, _device_of
 
 # %% auto #0
-__all__ = ['SHORT_FLAGS', 'SWITCHES', 'train_main', 'eval_main', 'search_main', 'load_run', 'recall_tables', 'print_table',
-           'train_parser', 'cli_sets', 'run_config', 'split_caches', 'run_train', 'eval_parser', 'run_eval',
-           'search_parser', 'search', 'run_search']
+__all__ = ['SHORT_FLAGS', 'SWITCHES', 'EXIT_ERROR', 'EXIT_INTERRUPTED', 'train_main', 'eval_main', 'MAX_DRAWN', 'search_main',
+           'run_checkpoint', 'load_run', 'recall_tables', 'print_table', 'train_parser', 'cli_sets', 'run_config',
+           'check_resume', 'Interrupted', 'run_lock', 'run_files', 'split_caches', 'run_train', 'eval_parser',
+           'run_eval', 'search_parser', 'search', 'run_search']
 
 # %% ../nbs/17_cli.ipynb #9624fc07
+def run_checkpoint(run, # A run folder written by `aair_train`
+                   which:str='best', # 'best' (falls back to 'last' when the run has no best) or 'last'
+                  ) -> Path:
+    "The checkpoint folder of a run that `load_run` reads (a save cut off between its renames is repaired first)."
+    run = Path(run)
+    for name in ([which, 'last'] if which == 'best' else [which]):
+        if (recover_checkpoint(run/name)/'model.safetensors').is_file(): return run/name
+    raise CheckpointError(f"{run}: no {which} checkpoint (the run stopped before its first save): train it again, or continue "
+                          f"it with `aair_train --out {run} --resume`")
+
 def load_run(run, # A run folder written by `aair_train`
              which:str='best', # Checkpoint: 'best' (falls back to 'last' when there is no best) or 'last'
              device=None, # Default: the GPU when there is one
@@ -31,7 +43,7 @@ def load_run(run, # A run folder written by `aair_train`
     if not (run/'run.json').exists(): raise FileNotFoundError(f"{run}: not a run folder (no run.json); train one with `aair_train --out {run}`")
     cfg = RunConfig.load(run/'run.json')
     model, tok, _ = build(cfg.model_name, cfg.model, tokenizer=load_tokenizer(run/'tokenizer'))
-    load_checkpoint(run/which if (run/which).exists() else run/'last', model)
+    load_checkpoint(run_checkpoint(run, which), model)
     return model.to(device or default_device()).eval(), tok, cfg
 
 def recall_tables(model, # A `RetrievalModel`
@@ -53,25 +65,28 @@ def print_table(metrics:dict):
     print('\n'.join(format_metrics(m, name=n.ljust(w), header=i == 0) for i, (n, m) in enumerate(rows)))
 
 # %% ../nbs/17_cli.ipynb #564c860e
-SHORT_FLAGS = {'data': 'data.json', 'images': 'data.images', 'format': 'data.format', 'epochs': 'train.epochs',
-               'max_steps': 'train.max_steps', 'batch_size': 'train.batch_size', 'lr': 'train.lr', 'seed': 'train.seed',
-               'rerank_k': 'eval.rerank_k', 'cache_views': 'data.cache_views'}   # flag -> the --set key it stands for
+SHORT_FLAGS = {'data': 'data.json', 'images': 'data.images', 'format': 'data.format', 'holdout': 'data.holdout',
+               'epochs': 'train.epochs', 'max_steps': 'train.max_steps', 'batch_size': 'train.batch_size', 'lr': 'train.lr',
+               'seed': 'train.seed', 'rerank_k': 'eval.rerank_k', 'cache_views': 'data.cache_views'}   # flag -> the --set key it stands for
 SWITCHES = {'cache_features': 'data.cache', 'skip_bad': 'data.skip_bad'}       # on/off flags -> boolean keys
 
 def train_parser() -> argparse.ArgumentParser:
     models = '; '.join(f"{n}: {s.doc}" for n, s in sorted(import_models().items()))
     p = argparse.ArgumentParser(prog='aair_train', description="Train a retrieval model and evaluate it (Recall@K) on the test split.",
                                 epilog="Any field of the run configuration: --set train.lr=1e-3 model.w_ims=0 model.image.tune_top=4 "
-                                       "data.cache_dir=/tmp/c (see run.json in a run folder for every key).")
-    p.add_argument('--model', default='aair', metavar='NAME', help=f"registered model ({models}). Default: aair")
+                                       "data.cache_dir=/tmp/c (see run.json in a run folder for every key). Exit status: 0 done, "
+                                       "1 error (one line on stderr), 2 bad command line, 130 interrupted (OUT/last is saved: --resume).")
+    p.add_argument('--model', metavar='NAME', help=f"registered model ({models}). Default: aair")
     p.add_argument('--plugin', action='append', default=[], metavar='MODULE', help="import this module or .py file first (a model registered outside the package)")
-    p.add_argument('--preset', default='tiny', help=f"encoder sizes and training defaults: {', '.join(preset_names())} or a preset .json file. Default: tiny")
+    p.add_argument('--preset', help=f"encoder sizes and training defaults: {', '.join(preset_names())} or a preset .json file. Default: tiny")
     p.add_argument('--data', help="Karpathy JSON (dataset_*.json) or COCO captions JSON; default: the generated shapes set")
-    p.add_argument('--images', help="image folder for --data (default: images/ beside the JSON)")
+    p.add_argument('--images', help="image folder for --data (default: images/ beside a Karpathy JSON; a COCO file needs it)")
     p.add_argument('--format', choices=['karpathy', 'coco'], help="format of --data (default: detected)")
     p.add_argument('--out', default='runs/tiny_shapes', help="run folder (checkpoints, history, metrics.json). Default: runs/tiny_shapes")
-    p.add_argument('--resume', action='store_true', help="continue the run in --out from its last checkpoint, with its own run.json and this command line's changes (e.g. --epochs)")
-    for flag, typ, what in (('--epochs', int, 'passes over the training set'), ('--max-steps', int, 'stop after this many optimizer steps (0 = all epochs)'),
+    p.add_argument('--resume', action='store_true', help="continue the run in --out from its last checkpoint, with its own run.json and this command line's training changes (e.g. --epochs)")
+    p.add_argument('--overwrite', action='store_true', help="replace the run already in --out (without it, aair_train refuses to touch a finished run)")
+    for flag, typ, what in (('--holdout', int, 'a file without splits (COCO): images held out for validation and for test, each'),
+                            ('--epochs', int, 'passes over the training set'), ('--max-steps', int, 'stop after this many optimizer steps (0 = all epochs)'),
                             ('--batch-size', int, 'pairs per step'), ('--lr', float, 'peak learning rate'), ('--seed', int, 'random seed'),
                             ('--rerank-k', int, 'test: candidates per query re-ranked by the second stage (0 = none)'),
                             ('--cache-views', int, "with --cache-features: also N turned copies of each training image (0-7)")):
@@ -89,28 +104,66 @@ def cli_sets(args:argparse.Namespace) -> list:
     sets += ['train.progress=false', 'train.quiet=true'] if args.quiet else []
     return sets + [s for group in args.set for s in group]
 
+_FIXED = ('model.', 'data.json', 'data.images', 'data.format', 'data.holdout', 'data.shapes_dir')   # what makes a run another run
+
+def _flat(d:dict, prefix:str='') -> dict:
+    return {k: v for key, val in d.items() for k, v in (_flat(val, f'{prefix}{key}.') if isinstance(val, dict) else {f'{prefix}{key}': val}).items()}
+
 def run_config(args:argparse.Namespace, # Parsed `aair_train` arguments
                resume_from=None, # A run.json to continue: its config, with only the command line's changes applied
               ) -> RunConfig:
     "The `RunConfig` a parsed `aair_train` command line asks for: model and preset (or `resume_from`), then short flags, then `--set`s."
-    if resume_from is not None: return apply_sets(RunConfig.load(resume_from), cli_sets(args))
+    if resume_from is not None:
+        old = RunConfig.load(resume_from)
+        for flag, saved in (('model', old.model_name), ('preset', old.preset)):
+            if getattr(args, flag) not in (None, saved):
+                raise ValueError(f"--{flag} {getattr(args, flag)}: the run in {Path(resume_from).parent} is {flag} {saved!r}; --resume "
+                                 f"continues it as it is (drop --{flag}, or start a new run in another --out)")
+        return apply_sets(old, cli_sets(args))
     import_models(*args.plugin)
-    run = resolve_run(args.model, args.preset); run.plugins = [str(Path(p).resolve()) if p.endswith('.py') else p for p in args.plugin]
+    run = resolve_run(args.model or 'aair', args.preset or 'tiny')
+    run.plugins = [str(Path(p).resolve()) if p.endswith('.py') else p for p in args.plugin]
     return apply_sets(run, cli_sets(args))
 
+def check_resume(old:RunConfig, # The run.json of the run folder
+                 new:RunConfig, # What the `--resume` command line asks for (data resolved)
+                 out:Path):
+    "Refuse a `--resume` that changes the model or the data: that would be another run."
+    a, b = _flat(old.to_dict()), _flat(new.to_dict())
+    changed = [k for k in b if k.startswith(_FIXED) and json.dumps(a.get(k)) != json.dumps(b[k])]
+    if changed: raise ValueError(f"{out} trained with other {', '.join(changed)} ({'; '.join(f'{a.get(k)!r} -> {b[k]!r}' for k in changed[:2])}): "
+                                 f"--resume continues a run on its own model and data; start a new run in another --out to change them")
+
 # %% ../nbs/17_cli.ipynb #8870cd57
-def _setup(args, out:Path) -> tuple:
-    "Resolve (or, with --resume, reload) the run config, load the splits, build model, tokenizer and collate; write run.json."
-    resumed = args.resume and (out/'run.json').exists()
-    cfg = run_config(args, out/'run.json' if resumed else None)  # resuming: the run's own config, with this command line's changes
-    cfg = cfg.replace(data=resolve_data(cfg.data).to_dict())
-    set_seed(cfg.train.seed)
-    splits = {s: load_split(cfg.data, s) for s in ('train', 'val', 'test')}
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130     # argparse's own usage errors exit with 2
+
+class Interrupted(Exception):
+    "A run stopped early (Ctrl-C, SIGTERM) after saving `last`; the console script exits with `EXIT_INTERRUPTED`."
+
+@contextmanager
+def run_lock(out:Path):
+    "Hold a lock on the folder `out` (created when missing) while a run writes to it: a second `aair_train` there fails at once."
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    tok = load_tokenizer(out/'tokenizer') if resumed else None
-    built = build(cfg.model_name, cfg.model, captions=splits['train'].captions, tokenizer=tok, save_dir=out/'tokenizer')
-    cfg.save(out/'run.json')                                          # after `build`: it sets text.vocab_size
-    return cfg, splits, built
+    fd = os.open(out, os.O_RDONLY)                                    # flock on the folder itself: no lock file to leave behind
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"{out}: another aair_train is writing this run folder: wait for it to finish, or choose another --out") from None
+    try: yield
+    finally:
+        if created and not any(out.iterdir()): out.rmdir()           # a run that left nothing leaves no folder
+        fcntl.flock(fd, fcntl.LOCK_UN); os.close(fd)
+
+_RUN_FILES = ('run.json', 'config.json', 'train_config.json', 'history.json', 'loss_curve.png', 'metrics.json', 'search.png',
+              'tokenizer', 'last', 'best', '.last.tmp', '.last.old', '.best.tmp', '.best.old')
+
+def run_files(out:Path) -> list:
+    "What `aair_train`, `aair_eval` and `aair_search` write in a run folder, as far as it is there (nothing else is touched)."
+    return [out/n for n in _RUN_FILES if (out/n).exists()] + sorted(out.glob('eval_*.json'))
+
+def _remove(paths:list):
+    for p in paths: shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 def split_caches(model, tok, cfg:RunConfig, splits:dict, progress:bool=True) -> dict:
     "`FeatureCache`s of the model's frozen encoders for every split (read from `data.cache_dir`, else built there)."
@@ -121,12 +174,24 @@ def split_caches(model, tok, cfg:RunConfig, splits:dict, progress:bool=True) -> 
         raise ValueError("--cache-views needs a frozen image encoder (--set model.image.frozen=true or model.image.tune_top=N)")
     return {s: cached_features(model, ds, tok, data_source(cfg.data), s, cfg.data.cache_dir, views[s], progress) for s, ds in splits.items()}
 
-def run_train(argv=None) -> dict:
-    "`aair_train` as a function of its argument list: train, test, write `OUT/metrics.json`; returns the metrics."
-    args = train_parser().parse_args(argv)
-    out = Path(args.out)
-    cfg, splits, (model, tok, collate) = _setup(args, out)
+def _inputs(args, out:Path) -> tuple:
+    "The run config and the three splits, every check done before anything is written to `out`."
+    if args.resume and not (out/'run.json').exists(): raise FileNotFoundError(f"{out}: no run to resume (no run.json): drop --resume to start one")
+    if not args.resume and (out/'run.json').exists() and not args.overwrite:
+        raise ValueError(f"{out} holds a run already: continue it with --resume, replace it with --overwrite, or choose another --out")
+    cfg = run_config(args, out/'run.json' if args.resume else None)
+    cfg = cfg.replace(data=resolve_data(cfg.data).to_dict())
+    if args.resume: check_resume(RunConfig.load(out/'run.json'), cfg, out)
+    if cfg.train.batch_size < 2: raise ValueError(f"train.batch_size={cfg.train.batch_size}: the losses compare the pairs of a batch: use 2 or more")
     if cfg.data.cache_views and not cfg.data.cache: raise ValueError("--cache-views needs --cache-features")
+    return cfg, {s: load_split(cfg.data, s) for s in ('train', 'val', 'test')}
+
+def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
+    "Build (the tokenizer too), write run.json, cache, train, test the best checkpoint, write metrics.json."
+    set_seed(cfg.train.seed)
+    model, tok, collate = build(cfg.model_name, cfg.model, captions=splits['train'].captions, save_dir=out/'tokenizer',
+                                tokenizer=load_tokenizer(out/'tokenizer') if args.resume else None)
+    cfg.save(out/'run.json')                                          # after `build`: it sets text.vocab_size
     print(f"aair_train: model {cfg.model_name}, preset {cfg.preset}, {splits['train'].n_images} train images / {len(splits['train'])} captions, "
           f"val {splits['val'].n_images}, test {splits['test'].n_images}; run folder {out}")
     train_ds = splits['train']; train_ds.transform = train_transform(cfg.model.image_size, mean=cfg.model.image_mean, std=cfg.model.image_std)
@@ -134,43 +199,78 @@ def run_train(argv=None) -> dict:
     caches = split_caches(model, tok, cfg, splits, not args.quiet) if cfg.data.cache else {}
     if caches: train_ds, collate = CachedFeatureSet(train_ds, caches['train']), CachedCollate(collate, caches['train'])
     cache_secs, t0 = time.time() - t0, time.time()
-    fit(model, train_ds, cfg.train, out, collate_fn=collate,
-        evaluate_fn=evaluate_fn(splits['val'], tok, cache=caches.get('val')), resume=True if args.resume else None)
+    trainer = Trainer(model, train_ds, cfg.train, out, collate, evaluate_fn(splits['val'], tok, cache=caches.get('val')))
+    trainer.resume_hint = f"aair_train --out {out} --resume"
+    trainer.fit(resume=True if args.resume else None)
     train_secs = time.time() - t0
+    if trainer.step < trainer.total:
+        raise Interrupted(f"stopped at step {trainer.step} of {trainer.total}, saved in {out/'last'}; no test metrics were written. "
+                          f"Continue with: aair_train --out {out} --resume")
     model, tok, _ = load_run(out, 'best')
     metrics = dict(recall_tables(model, splits['test'], tok, cfg.eval.rerank_k, cfg.eval.views, caches.get('test'), not args.quiet),
-                   split='test', views=cfg.eval.views, config=cfg.to_dict(), train_seconds=round(train_secs, 1),
-                   **({'cache_seconds': round(cache_secs, 1)} if caches else {}))
+                   split='test', views=cfg.eval.views, checkpoint=run_checkpoint(out, 'best').name, config=cfg.to_dict(),
+                   train_seconds=round(train_secs, 1), **({'cache_seconds': round(cache_secs, 1)} if caches else {}))
     (out/'metrics.json').write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics)
     print(f"trained in {train_secs/60:.1f} min" + (f" (features cached in {cache_secs/60:.1f} min)" if caches else '') + f"; wrote {out/'metrics.json'}")
     return metrics
 
+def run_train(argv=None) -> dict:
+    "`aair_train` as a function of its argument list: train, test, write `OUT/metrics.json`; returns the metrics."
+    args = train_parser().parse_args(argv)
+    out = Path(args.out)
+    with run_lock(out):
+        cfg, splits = _inputs(args, out)                              # bad input fails here, before anything is written
+        if args.overwrite and not args.resume: _remove(run_files(out))
+        try: return _train_and_test(args, out, cfg, splits)
+        except BaseException:                                         # a fresh run that saved no checkpoint leaves nothing behind
+            if not args.resume and not (recover_checkpoint(out/'last')/'model.safetensors').exists(): _remove(run_files(out))
+            raise
+
 def _script(fn, prog:str):
-    "A console script from `fn(argv)`: bad input ends in one line `prog: error: ...` and exit status 1, not a traceback."
+    "A console script from `fn(argv)`: an expected failure ends in one line `prog: error: ...` (status 1), an interruption in status 130."
     def main(argv=None):
         try: fn(argv)
-        except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as e: raise SystemExit(f"{prog}: error: {e}")
+        except (Interrupted, KeyboardInterrupt) as e:
+            print(f"{prog}: interrupted" + (f": {e}" if str(e) else ''), file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except (OSError, ValueError, ImportError, FloatingPointError) as e:
+            raise SystemExit(f"{prog}: error: {' '.join(str(e).split()) or type(e).__name__}") from None
     main.__doc__ = f"Console script `{prog}` (see `{fn.__name__}`)."
     return main
 
 train_main = _script(run_train, 'aair_train')
 
 # %% ../nbs/17_cli.ipynb #4d5d56e7
+def _count(text:str) -> int:
+    "argparse type: an integer >= 0."
+    v = int(text)
+    if v < 0: raise argparse.ArgumentTypeError(f"{text} is negative (give 0 or more)")
+    return v
+
+def _positive(text:str) -> int:
+    "argparse type: an integer >= 1."
+    v = int(text)
+    if v < 1: raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
+    return v
+
 def _run_parser(prog:str, description:str, split_help:str) -> argparse.ArgumentParser:
     "A parser of a command that reads a run folder and one split of its data set."
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="Exit status: 0 done, 1 error (one line on stderr), 2 bad command line, 130 interrupted.")
     p.add_argument('run', help="run folder written by aair_train")
     p.add_argument('--split', default='test', choices=['train', 'val', 'test'], help=split_help)
+    p.add_argument('--skip-bad', action='store_true', help="skip (and count) bad data entries instead of stopping")
     return p
 
 def eval_parser() -> argparse.ArgumentParser:
     p = _run_parser('aair_eval', "Evaluate a trained run (Recall@K) on a data split.", "the split to evaluate")
-    p.add_argument('--checkpoint', default='best', choices=['best', 'last'])
+    p.add_argument('--checkpoint', default='best', choices=['best', 'last'], help="best falls back to last when the run has no best")
     p.add_argument('--data', default=None, help="Karpathy or COCO JSON (default: the run's own data set)")
     p.add_argument('--images', default=None, help="image folder for --data")
-    p.add_argument('--rerank-k', type=int, default=None, help="re-rank each query's top-k with the second stage (0 = first stage only; default: the run's eval.rerank_k)")
-    p.add_argument('--views', type=int, default=None, help="average each image's embedding with N turned / mirrored copies of it (0-7; 3 = all four turns; default: the run's eval.views)")
+    p.add_argument('--holdout', type=_count, default=None, help="with a COCO --data: images held out for val and for test, each")
+    p.add_argument('--rerank-k', type=_count, default=None, help="re-rank each query's top-k with the second stage (0 = first stage only; default: the run's eval.rerank_k)")
+    p.add_argument('--views', type=_count, default=None, help="average each image's embedding with N turned / mirrored copies of it (0-7; 3 = all four turns; default: the run's eval.views)")
     p.add_argument('--out', default=None, help="write the metrics here as JSON (default: RUN/eval_SPLIT.json)")
     p.add_argument('--quiet', action='store_true')
     return p
@@ -179,17 +279,24 @@ def _split_cache(model, tok, cfg:RunConfig, ds, split:str, views:int, progress:b
     "The split's feature cache when the run trained on cached features (read from, or built in, its cache folder)."
     return cached_features(model, ds, tok, data_source(cfg.data), split, cfg.data.cache_dir, views, progress) if cfg.data.cache else None
 
+def _run_data(args, cfg:RunConfig) -> RunConfig:
+    "`cfg` with the data a command line of `aair_eval` / `aair_search` asks for (another data set, skipping bad entries)."
+    if getattr(args, 'data', None):
+        cfg = cfg.replace(data=resolve_data(cfg.data.replace(json=args.data, images=args.images, format=None,
+                                                                holdout=args.holdout or 0)).to_dict())
+    return cfg.replace(data=cfg.data.replace(skip_bad=True).to_dict()) if args.skip_bad else cfg
+
 def run_eval(argv=None) -> dict:
     "`aair_eval` as a function of its argument list: Recall@K of a run's checkpoint, written to JSON; returns the metrics."
     args = eval_parser().parse_args(argv)
     model, tok, cfg = load_run(args.run, args.checkpoint)
-    if args.data: cfg = cfg.replace(data=resolve_data(cfg.data.replace(json=args.data, images=args.images, format=None)).to_dict())
+    cfg = _run_data(args, cfg)
     views = cfg.eval.views if args.views is None else args.views
     rerank_k = cfg.eval.rerank_k if args.rerank_k is None else args.rerank_k
     ds = load_split(cfg.data, args.split)
     cache = _split_cache(model, tok, cfg, ds, args.split, views, not args.quiet)
-    metrics = dict(recall_tables(model, ds, tok, rerank_k, views, cache, not args.quiet),
-                   split=args.split, views=views, data=cfg.data.to_dict(), checkpoint=args.checkpoint)
+    metrics = dict(recall_tables(model, ds, tok, rerank_k, views, cache, not args.quiet), split=args.split, views=views,
+                   data=cfg.data.to_dict(), checkpoint=run_checkpoint(args.run, args.checkpoint).name)
     out = Path(args.out or Path(args.run)/f'eval_{args.split}.json')
     out.write_text(json.dumps(metrics, indent=2, default=float))
     print_table(metrics); print(f"wrote {out}")
@@ -198,20 +305,22 @@ def run_eval(argv=None) -> dict:
 eval_main = _script(run_eval, 'aair_eval')
 
 # %% ../nbs/17_cli.ipynb #e8302b53
+MAX_DRAWN = 10                            # results drawn in the picture (all k are printed)
+
 def search_parser() -> argparse.ArgumentParser:
     p = _run_parser('aair_search', "Search a gallery with a sentence (-> images) or an image (-> captions).",
                     "gallery: this split of the run's data set")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument('--text', help="a caption: find the images it describes")
     q.add_argument('--image', help="an image file: find the captions that describe it")
-    p.add_argument('-k', type=int, default=5, help="results to show")
-    p.add_argument('--rerank-k', type=int, default=16, help="re-rank the top candidates with the second stage (0 = first stage only)")
+    p.add_argument('-k', type=_positive, default=5, help=f"results to print (the picture shows the first {MAX_DRAWN})")
+    p.add_argument('--rerank-k', type=_count, default=16, help="re-rank the top candidates with the second stage (0 = first stage only)")
     p.add_argument('--out', default=None, help="picture of the results (default: RUN/search.png)")
     return p
 
 @torch.no_grad()
 def search(model, tok, ds, text=None, image=None, k=5, rerank_k=16, cache=None):
-    "Top-`k` gallery indices and scores for one query (a caption -> images, or a PIL image -> captions)."
+    "Top-`k` gallery indices and scores for one query (a caption -> images, or a PIL image -> captions); fewer when the gallery is smaller."
     dev, second = _device_of(model), rerank_k > 0 and model.can_rerank
     enc = encode_dataset(model, ds, tok, progress=False, keep_locals=second, cache=cache)
     cpu = lambda e: Embedded(*(x.float().cpu() if x.is_floating_point() else x.bool().cpu() for x in e))
@@ -230,33 +339,46 @@ def search(model, tok, ds, text=None, image=None, k=5, rerank_k=16, cache=None):
         idx, score = idx[order], f[order]
     return idx[:k].tolist(), score[:k].tolist()
 
+def _query_image(path:str):
+    "The `--image` file as an RGB PIL image, or an error that says what is wrong with it."
+    from PIL import Image
+    p = Path(path)
+    if p.is_dir(): raise IsADirectoryError(f"{p}: is a folder; --image takes one image file")
+    if not p.is_file(): raise FileNotFoundError(f"no such image file: {p}")
+    try:
+        with Image.open(p) as im: return to_rgb(im)
+    except Exception as e: raise ValueError(f"{p}: not an image that can be read ({type(e).__name__}: {e})") from e
+
 def run_search(argv=None) -> tuple:
     "`aair_search` as a function of its argument list: prints and draws the top-k; returns (indices, scores)."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from PIL import Image
     args = search_parser().parse_args(argv)
+    if args.text is not None and not args.text.strip(): raise ValueError("--text is empty: give a sentence to search for")
+    img = _query_image(args.image) if args.image is not None else None
     model, tok, cfg = load_run(args.run)
+    cfg = _run_data(args, cfg)
     ds = load_split(cfg.data, args.split)
-    if args.image and not Path(args.image).exists(): raise FileNotFoundError(f"no such image file: {args.image}")
-    img = Image.open(args.image).convert('RGB') if args.image else None
     idx, score = search(model, tok, ds, text=args.text, image=img, k=args.k, rerank_k=args.rerank_k,
                         cache=_split_cache(model, tok, cfg, ds, args.split, 0, False))
     out = Path(args.out or Path(args.run)/'search.png')
-    if args.text:
+    n = len(idx)
+    if n < args.k: print(f"(the {args.split} gallery holds {n} {'images' if img is None else 'captions'}: showing all of them)")
+    d = min(n, MAX_DRAWN)
+    if img is None:
         print(f'query: "{args.text}"')
         for r, (i, s) in enumerate(zip(idx, score), 1): print(f"{r}. {ds.image_paths[i]}  score {s:.3f}  ({ds.image_captions(i)[0]})")
-        fig, axs = plt.subplots(1, len(idx), figsize=(2.4*len(idx), 2.8))
-        for ax, i, s in zip(axs, idx, score): ax.imshow(ds.load_image(i)); ax.set_title(f"{s:.2f}", fontsize=9); ax.axis('off')
+        fig, axs = plt.subplots(1, d, figsize=(2.4 * d, 2.8), squeeze=False)
+        for ax, i, s in zip(axs[0], idx, score): ax.imshow(ds.load_image(i)); ax.set_title(f"{s:.2f}", fontsize=9); ax.axis('off')
         fig.suptitle(args.text, fontsize=10)
     else:
         print(f"query image: {args.image}")
         for r, (j, s) in enumerate(zip(idx, score), 1): print(f"{r}. {ds.captions[j]}  score {s:.3f}")
         fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3), gridspec_kw=dict(width_ratios=[1, 2.5]))
         a0.imshow(img); a0.axis('off'); a1.axis('off')
-        a1.text(0, 1, '\n'.join(f"{r}. {ds.captions[j]} ({s:.2f})" for r, (j, s) in enumerate(zip(idx, score), 1)), va='top', fontsize=9, wrap=True)
+        a1.text(0, 1, '\n'.join(f"{r}. {ds.captions[j]} ({s:.2f})" for r, (j, s) in enumerate(zip(idx[:d], score[:d]), 1)), va='top', fontsize=9, wrap=True)
     fig.tight_layout(); fig.savefig(out, dpi=100); plt.close(fig)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f" (the first {d} of {n})" if d < n else ''))
     return idx, score
 
 search_main = _script(run_search, 'aair_search')

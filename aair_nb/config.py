@@ -5,6 +5,7 @@
 # %% ../nbs/16_config.ipynb #f297640b
 from __future__ import annotations
 import dataclasses, difflib, json
+import numpy as np
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from .core import Config
@@ -16,16 +17,17 @@ import aair_nb.model   # registers aair, vsepp, itc
 
 # %% auto #0
 __all__ = ['DataConfig', 'EvalConfig', 'RunConfig', 'resolve_run', 'config_keys', 'parse_value', 'apply_sets', 'resolve_data',
-           'data_source', 'load_split']
+           'data_source', 'holdout_split', 'load_split']
 
 # %% ../nbs/16_config.ipynb #a1458445
 @dataclass
 class DataConfig(Config):
     "Which data set a run reads, and whether frozen encoders' outputs are cached."
     json: str|None = None        # Karpathy or COCO captions JSON; None = the generated shapes set
-    images: str|None = None      # image folder (default: images/ beside the JSON; COCO needs it)
+    images: str|None = None      # image folder (default: images/ beside a Karpathy JSON; COCO needs it)
     format: str|None = None      # 'karpathy' | 'coco' (default: detected from the JSON)
     shapes_dir: str|None = None  # where the shapes set is generated when `json` is None (default: data/shapes)
+    holdout: int = 0             # a file without splits (COCO captions): images held out for val and for test, each
     skip_bad: bool = False       # skip (and count) bad entries instead of stopping at the first
     cache: bool = False          # run frozen encoders' bottoms once per split; train and evaluate on their outputs
     cache_views: int = 0         # with `cache`: also N turned / mirrored copies of each training image (0-7)
@@ -131,15 +133,34 @@ def resolve_data(data:DataConfig) -> DataConfig:
         try: fmt = 'coco' if 'annotations' in json.loads(p.read_text()) else 'karpathy'
         except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{p}: not a JSON captions file ({e})") from e
     if fmt not in ('karpathy', 'coco'): raise ValueError(f"data.format must be 'karpathy' or 'coco', got {fmt!r}")
+    if fmt == 'coco' and data.images is None:
+        raise ValueError(f"{p}: a COCO captions file names its images relative to a folder: give it with --images DIR (data.images)")
+    if fmt == 'coco' and data.holdout <= 0:
+        raise ValueError(f"{p}: a COCO captions file has no train/val/test splits: hold out images for validation and test "
+                         f"with --holdout N (data.holdout=N), or use a Karpathy split file")
+    if fmt == 'karpathy' and data.holdout:
+        raise ValueError(f"{p}: data.holdout is for files without splits; this Karpathy file has its own (drop --holdout)")
     return data.replace(json=str(p.resolve()), format=fmt, images=str(Path(data.images).resolve()) if data.images else None)
 
 def data_source(data:DataConfig) -> dict:
     "What identifies the data set of a resolved `data` (a feature cache's key includes it)."
-    return dict(format=data.format, json=data.json, images=data.images)
+    return dict(format=data.format, json=data.json, images=data.images, **({'holdout': data.holdout} if data.holdout else {}))
+
+def holdout_split(n:int, # Images in the file
+                  holdout:int, # Images held out for val and for test, each
+                  split:str, # 'train' | 'val' | 'test'
+                 ) -> list:
+    "Sorted image indices of `split` when a file without splits is split by holding out `holdout` images twice."
+    if holdout < 1 or 2 * holdout >= n: raise ValueError(f"data.holdout={holdout}: needs 1 <= holdout < {n} / 2 (the file has {n} images)")
+    perm = np.random.default_rng(0).permutation(n)                # fixed: every run and seed sees the same split
+    part = {'test': perm[:holdout], 'val': perm[holdout:2 * holdout], 'train': perm[2 * holdout:]}[split]
+    return sorted(part.tolist())
 
 def load_split(data:DataConfig, # A resolved data section
                split:str, # 'train' | 'val' | 'test'
               ):
     "One split of the data set `data` describes, as a `CaptionSet`."
-    if data.format == 'coco': return load_coco(data.json, data.images, skip_bad=data.skip_bad)
+    if data.format == 'coco':
+        full = load_coco(data.json, data.images, skip_bad=data.skip_bad)
+        return full.select(holdout_split(full.n_images, data.holdout, split), source=f"{full.source}:{split}")
     return load_karpathy(data.json, data.images, split=split, skip_bad=data.skip_bad)

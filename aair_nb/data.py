@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import aair_nb
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'BadDataError', 'CaptionSet', 'load_karpathy', 'load_coco',
-           'rsicd_path', 'show_samples', 'caption_stats', 'plot_caption_stats', 'train_tokenizer', 'load_tokenizer',
-           'eval_transform', 'TwoViews', 'train_transform', 'Tokens', 'Collate']
+__all__ = ['SPECIAL_TOKENS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'BadDataError', 'to_rgb', 'CaptionSet', 'load_karpathy',
+           'load_coco', 'rsicd_path', 'show_samples', 'caption_stats', 'plot_caption_stats', 'train_tokenizer',
+           'load_tokenizer', 'eval_transform', 'TwoViews', 'train_transform', 'Tokens', 'Collate']
 
 # %% ../nbs/02_data.ipynb #ead292de
 class BadDataError(ValueError):
@@ -31,7 +31,7 @@ class _BadLog:
     "Raises on the first problem, or (skip_bad) counts problems per reason and warns once at the end."
     def __init__(self, name:str, skip:bool): self.name, self.skip, self.counts, self.first = name, skip, Counter(), None
     def __call__(self, reason:str, msg:str):
-        if not self.skip: raise BadDataError(f"{msg} (pass skip_bad=True to skip bad entries)")
+        if not self.skip: raise BadDataError(f"{msg} (to skip and count bad entries: --skip-bad, or skip_bad=True in Python)")
         self.counts[reason] += 1; self.first = self.first or msg
     def warn(self):
         if not self.counts: return
@@ -65,6 +65,16 @@ def _check_image(path:Path, where:str, bad:_BadLog, verify:bool) -> bool:
 # %% ../nbs/02_data.ipynb #8d23d8b5
 _to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
+def to_rgb(im:Image.Image) -> Image.Image:
+    "`im` as 8-bit RGB; 16- and 32-bit grey images are scaled by their range first (`convert('RGB')` would clip them to white)."
+    if im.mode == 'I' or im.mode.startswith('I;16'):
+        a = np.asarray(im, dtype=np.float64)                              # 16-bit PNG / TIFF: 0..65535
+        im = Image.fromarray(np.round(a * 255 / max(65535.0, a.max())).clip(0, 255).astype(np.uint8))
+    elif im.mode == 'F':
+        a = np.asarray(im, dtype=np.float64)                              # float images: 0..1 (or 0..255)
+        im = Image.fromarray(np.round(a * (255 if a.max() <= 1 else 1)).clip(0, 255).astype(np.uint8))
+    return im.convert('RGB')
+
 class CaptionSet(Dataset):
     "Images with several captions each: one item per caption, `{'image', 'caption', 'image_id'}`."
     def __init__(self,
@@ -89,7 +99,7 @@ class CaptionSet(Dataset):
         "Image `i` as an RGB PIL image; a file that cannot be read raises `BadDataError` naming it."
         p = self.image_paths[i]
         try:
-            with Image.open(p) as im: return im.convert('RGB')
+            with Image.open(p) as im: return to_rgb(im)
         except Exception as e: raise BadDataError(f"{p}: cannot read image {i} of {self.source or 'this data set'}: {type(e).__name__}: {e}") from e
     def _image(self, i:int, transform=None):
         return (transform or self.transform or _to_tensor)(self.load_image(i))
@@ -99,10 +109,16 @@ class CaptionSet(Dataset):
     def images(self, transform=None) -> Dataset:
         "One item per image, `{'image', 'image_id', 'captions'}` (for encoding a gallery); `transform` defaults to the set's."
         return _ImageView(self, transform)
+    def select(self, idx, # Image indices, in the order wanted
+               source:str|None=None, # Name of the new set (default: this one's)
+              ) -> CaptionSet:
+        "The images `idx` with all their captions, as a new set (ids renumbered from 0)."
+        idx = [int(i) for i in idx]
+        return CaptionSet([self.image_paths[i] for i in idx], [self.image_captions(i) for i in idx], self.transform,
+                          source or self.source, [self.meta[i] for i in idx])
     def subset(self, n_images:int) -> CaptionSet:
         "The first `n_images` images with all their captions."
-        n = min(n_images, self.n_images)
-        return CaptionSet(self.image_paths[:n], [self.image_captions(i) for i in range(n)], self.transform, self.source, self.meta[:n])
+        return self.select(range(min(n_images, self.n_images)))
     def __repr__(self): return f"CaptionSet({self.source!r}: {self.n_images:,} images, {len(self):,} captions)"
 
 class _ImageView(Dataset):

@@ -105,6 +105,7 @@ def sample_hard_negatives(sim:torch.Tensor, # [B, B] ITC similarities (row i = i
     B = len(ids)
     check_shape(sim, (B, B), 'sim')
     sim, ids = sim.detach().float(), ids.to(sim.device)
+    sim = torch.where(sim.isfinite(), sim, 0.)                             # diverged: let the loss check report it
     allowed = ids[:, None] != ids[None, :]                                 # [B, B] symmetric
     if not allowed.any(): raise ValueError(f"sample_hard_negatives: all {B} samples share one image id, there is no negative to sample")
     w_i2t = masked_fill_min(sim, allowed).softmax(1)                       # [B, B] row i: captions for image i

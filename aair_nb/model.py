@@ -4,6 +4,7 @@
 
 # %% ../nbs/13_model.ipynb #338485f1
 from __future__ import annotations
+import warnings
 from dataclasses import dataclass
 import torch
 from torch import nn
@@ -175,7 +176,13 @@ def drop_locals(mask:torch.Tensor, # [B, N] bool, True = valid local
 # %% ../nbs/13_model.ipynb #67b662c1
 @patch
 def _itm_loss(self:AAIR, V, vmask, T, tmask, v, t, ids, tau):
-    "ITM loss on B positives, B hard-negative images and B hard-negative captions."
+    "ITM loss on B positives, B hard-negative images and B hard-negative captions (0 for a batch of one image)."
+    if not (ids != ids[0]).any():                                               # one image: no negative to sample
+        self.itm_skipped = getattr(self, 'itm_skipped', 0) + 1
+        if self.itm_skipped == 1:
+            warnings.warn(f"a batch of {len(ids)} holds captions of one image only: its ITM loss is 0 (no negative exists); "
+                          f"the model counts such batches in `itm_skipped`. A larger train.batch_size avoids them.")
+        return v.sum() * 0.                                                     # keeps the graph for DDP
     with torch.no_grad(): sim = v @ t.T / tau                                  # [B, B] image x text
     neg_img, neg_txt = sample_hard_negatives(sim, ids)                          # [B], [B]
     idx, T3, tm3 = itm_pairs(T, tmask, neg_img, neg_txt)                        # 3B pairs: positives first

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_train.ipynb #c4230733
 from __future__ import annotations
-import json, math, os, random, signal, sys, tempfile, threading, time, warnings
+import json, math, os, random, re, shutil, signal, sys, tempfile, threading, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -25,8 +25,8 @@ from .core import Config, set_seed, default_device, to_device
 
 # %% auto #0
 __all__ = ['warmup_steps', 'lr_factor', 'param_groups', 'amp_dtype', 'rng_state', 'set_rng_state', 'fork_rng', 'item_seed',
-           'SeededItems', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'TrainConfig', 'setup_distributed',
-           'loss_names', 'plot_history', 'Trainer', 'fit']
+           'SeededItems', 'epoch_batches', 'CheckpointError', 'recover_checkpoint', 'save_checkpoint',
+           'load_checkpoint', 'TrainConfig', 'setup_distributed', 'loss_names', 'plot_history', 'Trainer', 'fit']
 
 # %% ../nbs/14_train.ipynb #427b6b97
 def warmup_steps(warmup:float, # A fraction of `total` when < 1, else a number of steps
@@ -149,7 +149,25 @@ def _atomic(path, write:Callable) -> Path:
 
 def _write_json(path, obj) -> Path: return _atomic(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2)))
 
-def save_checkpoint(path, # Folder to write (created)
+class CheckpointError(ValueError):
+    "A checkpoint that cannot be loaded: missing, cut short, corrupt, or of another model; the message names the file."
+
+def _fsync(path:Path):
+    "Flush a file, or a folder's entries (renames in it), to disk."
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def _aside(path:Path, tag:str) -> Path: return path.parent/f'.{path.name}.{tag}'
+
+def recover_checkpoint(path, # A checkpoint folder, e.g. run/last
+                      ) -> Path:
+    "`path`, with the previous checkpoint put back when a save was cut off between its two renames."
+    path = Path(path); old = _aside(path, 'old')
+    if not path.exists() and (old/'model.safetensors').exists(): os.replace(old, path)
+    return path
+
+def save_checkpoint(path, # Folder to write (replaced as a whole)
                     model:nn.Module, # Weights go to model.safetensors; its `.config` (a `Config`, if any) to config.json
                     opt=None, # Optimizer (its state is saved when given)
                     sched=None, # Learning-rate scheduler
@@ -158,15 +176,39 @@ def save_checkpoint(path, # Folder to write (created)
                     rng:list|None=None, # One `rng_state()` per process; None: this process's current state
                     **extra, # More tensors/plain values for state.pt: epoch, history, best, metrics, train_config...
                    ) -> Path:
-    "Write a checkpoint folder, each file atomically: model.safetensors, state.pt (weights_only-loadable), config.json."
-    path = Path(path)
-    _atomic(path/'model.safetensors', lambda t: save_model(model, t, metadata={'step': str(step)}))
-    state = dict(step=step, rng=rng if rng is not None else [rng_state()], **extra)
-    for key, obj in (('optimizer', opt), ('scheduler', sched), ('scaler', scaler)):
-        if obj is not None: state[key] = obj.state_dict()
-    _atomic(path/'state.pt', lambda t: torch.save(state, t))
-    if isinstance(getattr(model, 'config', None), Config): _write_json(path/'config.json', model.config.to_dict())
+    "Write model.safetensors, state.pt (weights_only-loadable) and config.json to a temporary folder, then swap it in for `path`."
+    path = recover_checkpoint(path); tmp, old = _aside(path, 'tmp'), _aside(path, 'old')
+    for d in (tmp, old): shutil.rmtree(d, ignore_errors=True)      # left behind by a save that was killed
+    tmp.mkdir(parents=True)
+    try:
+        save_model(model, str(tmp/'model.safetensors'), metadata={'step': str(step)})
+        state = dict(step=step, rng=rng if rng is not None else [rng_state()], **extra)
+        for key, obj in (('optimizer', opt), ('scheduler', sched), ('scaler', scaler)):
+            if obj is not None: state[key] = obj.state_dict()
+        torch.save(state, tmp/'state.pt')
+        if isinstance(getattr(model, 'config', None), Config): (tmp/'config.json').write_text(json.dumps(model.config.to_dict(), indent=2))
+        for f in [*tmp.iterdir(), tmp]: _fsync(f)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    if path.exists(): os.replace(path, old)                        # the previous checkpoint, set aside ...
+    os.replace(tmp, path)                                           # ... and the new one in its place
+    _fsync(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
     return path
+
+def _first_line(e:BaseException) -> str: return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
+def _misfit(e:RuntimeError) -> str:
+    "A one-line summary of `load_state_dict`'s many-line error: tensors of other shapes, missing and unexpected names."
+    msg = str(e)
+    sizes = re.findall(r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, "
+                       r"the shape in current model is torch\.Size\((\[[^\]]*\])\)", msg)
+    keys = lambda what: [k for k in re.findall(rf'{what} key\(s\) in state_dict: ([^\n]*)', msg) for k in re.findall(r'"([^"]+)"', k)]
+    missing, unexpected = keys('Missing'), keys('Unexpected')
+    parts = [f"{len(sizes)} tensor(s) of another shape (first: {sizes[0][0]}: saved {sizes[0][1]}, model {sizes[0][2]})"] if sizes else []
+    parts += [f"{len(missing)} missing (first: {missing[0]})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected (first: {unexpected[0]})"] if unexpected else []
+    return '; '.join(parts) or _first_line(e)
 
 def load_checkpoint(path, # Checkpoint folder (or its model.safetensors)
                     model:nn.Module, # Receives the weights, in place, on its own device
@@ -177,18 +219,22 @@ def load_checkpoint(path, # Checkpoint folder (or its model.safetensors)
                    ) -> dict:
     "Load weights into `model` (and states into `opt`, `sched`, `scaler`); return the rest of the state (step, rng, history...)."
     path = Path(path)
-    if path.suffix == '.safetensors': path = path.parent
+    path = recover_checkpoint(path.parent if path.suffix == '.safetensors' else path)
     wf, sf = path/'model.safetensors', path/'state.pt'
-    if not wf.exists(): raise FileNotFoundError(f"{path}: no checkpoint here (no model.safetensors)")
+    if not wf.is_file(): raise CheckpointError(f"{path}: no checkpoint here (no model.safetensors)")
+    try:
+        with safe_open(wf, 'pt') as f: wstep = (f.metadata() or {}).get('step')
+    except Exception as e: raise CheckpointError(f"{wf}: not a readable safetensors file, cut short or not a checkpoint ({_first_line(e)})") from e
     try: load_model(model, wf, strict=strict)
-    except RuntimeError as e: raise RuntimeError(f"{wf}: the weights do not fit this model: {e}") from e
-    state = torch.load(sf, map_location='cpu', weights_only=True) if sf.exists() else {}
-    with safe_open(wf, 'pt') as f: wstep = (f.metadata() or {}).get('step')
+    except RuntimeError as e: raise CheckpointError(f"{wf}: the weights do not fit this model: {_misfit(e)}") from e
+    try: state = torch.load(sf, map_location='cpu', weights_only=True) if sf.exists() else {}
+    except Exception as e: raise CheckpointError(f"{sf}: cannot read the training state, cut short or not written by aair_nb ({_first_line(e)})") from e
+    if state and (not isinstance(state, dict) or 'step' not in state): raise CheckpointError(f"{sf}: not a training state (no 'step')")
     if state and wstep is not None and int(wstep) != state['step']:
-        raise RuntimeError(f"{path}: torn checkpoint: weights from step {wstep}, state from step {state['step']} (a save was cut short)")
+        raise CheckpointError(f"{path}: torn checkpoint: weights from step {wstep}, state from step {state['step']} (files of two saves)")
     for obj, key in ((opt, 'optimizer'), (sched, 'scheduler'), (scaler, 'scaler')):
         if obj is None: continue
-        if key not in state: raise ValueError(f"{path}: this checkpoint has no {key} state (`best` keeps weights only; resume from `last`)")
+        if key not in state: raise CheckpointError(f"{path}: this checkpoint has no {key} state (`best` keeps weights only; resume from `last`)")
         if key == 'scaler' and not state[key]: continue           # saved without fp16 loss scaling: keep the fresh scaler
         obj.load_state_dict(state[key])
     return {k: v for k, v in state.items() if k not in ('optimizer', 'scheduler', 'scaler')}
@@ -218,6 +264,20 @@ class TrainConfig(Config):
     find_unused: bool = True    # DDP: allow parameters that get no gradient in a step (e.g. a temperature the VSE loss ignores); False is faster
     progress: bool = True       # tqdm progress bar with live losses (one line per epoch is printed either way)
     quiet: bool = False         # no progress bar and no messages
+
+    def __post_init__(self):
+        "Refuse settings no run can use, naming the field (`--set train.FIELD=...` on the command line)."
+        rules = [('epochs', self.epochs >= 1, 'at least 1'), ('batch_size', self.batch_size >= 1, 'at least 1'),
+                 ('grad_accum', self.grad_accum >= 1, 'at least 1'), ('log_every', self.log_every >= 1, 'at least 1'),
+                 ('lr', math.isfinite(self.lr) and self.lr > 0, 'a positive number'),
+                 ('min_lr', 0 <= self.min_lr <= 1, 'between 0 and 1 (a fraction of lr)'),
+                 ('warmup', self.warmup >= 0, '0 or more'), ('clip_norm', self.clip_norm >= 0, '0 (off) or more'),
+                 ('max_steps', self.max_steps >= 0, '0 (all epochs) or more'), ('save_every', self.save_every >= 0, '0 or more'),
+                 ('eval_every_epoch', self.eval_every_epoch >= 0, '0 or more'), ('num_workers', self.num_workers >= 0, '0 or more'),
+                 ('amp', self.amp in ('auto', 'bf16', 'fp16', 'fp32'), "'auto', 'bf16', 'fp16' or 'fp32'"),
+                 ('best_mode', self.best_mode in ('max', 'min'), "'max' or 'min'")]
+        bad = [f"train.{k}={getattr(self, k)!r} must be {rule}" for k, ok, rule in rules if not ok]
+        if bad: raise ValueError('; '.join(bad))
 
 _RUN_KEYS = ('epochs', 'batch_size', 'lr', 'min_lr', 'weight_decay', 'betas', 'warmup', 'grad_accum', 'clip_norm', 'amp', 'seed', 'max_steps')
 
@@ -310,6 +370,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(lr_factor, total=self.total, warmup=cfg.warmup, min_lr=cfg.min_lr))
         self.step, self.history, self.best, self.phase = 0, _new_history(), None, 'idle'
         self.saved_at = self.last_eval = None                     # the steps of the `last` on disk and of the latest validation
+        self.resume_hint = f"fit(..., resume=True) or resume='{self.out/'last'}'"   # how to continue, in the caller's words (the CLI sets its own)
 
     def _steps_per_epoch(self) -> int:
         "Optimizer steps in one epoch: each process's full micro-batches, `grad_accum` to a step."
@@ -361,7 +422,7 @@ def check_finite(self:Trainer, names:list, vals:list, # The losses of micro-batc
     got = ', '.join(f"{k}={v:.4g}" for k, v in zip(names, vals))
     raise FloatingPointError(f"non-finite loss at step {self.step + 1} (epoch {self.step // self.spe + 1}), micro-batch "
                              f"{micro + 1}/{self.cfg.grad_accum}: " + (got if bad else f"on another process (here: {got})")
-                             + ". Try a lower lr, clip_norm > 0 or amp='fp32', or check this batch.")
+                             + ". Try a lower train.lr, train.clip_norm > 0 or train.amp=fp32, or check this batch.")
 
 @patch
 def accumulate(self:Trainer, batches:Iterator, # Yields micro-batches (from `epoch_loader`)
@@ -491,8 +552,8 @@ def interrupted(self:Trainer, e:BaseException, # The `KeyboardInterrupt` or `_St
     self.step = self.pos[0]
     self.history['interrupted_at'].append(self.step)
     self.save('last', rng=None if isinstance(e, _StopRequested) else [self.pos[1]])
-    self.say(f"\ninterrupted at step {self.step}/{self.total}: saved {self.out/'last'}. Continue with fit(..., resume=True) or "
-             f"resume='{self.out/'last'}'." + (" (The model's own side effects of the cut-off forward pass, e.g. a momentum "
+    self.say(f"\ninterrupted at step {self.step}/{self.total}: saved {self.out/'last'}. Continue with {self.resume_hint}."
+             + (" (The model's own side effects of the cut-off forward pass, e.g. a momentum "
                                                "update, are in the checkpoint.)" if self.phase == 'forward' else ''))
 
 # %% ../nbs/14_train.ipynb #4d1cc8f4
@@ -504,7 +565,7 @@ def reset_clock(self:Trainer):
 @patch
 def _checkpoint_to_resume(self:Trainer, resume) -> Path|None:
     "The checkpoint `fit(resume=...)` continues; None for a fresh run (with a warning when it will overwrite a `last`)."
-    last = self.out/'last'
+    last = recover_checkpoint(self.out/'last')                    # a save cut off between its renames: the previous one
     if resume is True:
         if (last/'model.safetensors').exists(): return last
         self.say(f"no checkpoint in {last}: starting a fresh run")

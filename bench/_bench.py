@@ -7,7 +7,8 @@ bench/results/). tests/test_bench.py runs every smoke, so the scripts cannot dri
 import argparse, os, sys, tempfile
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent/'results'   # what the docs read
+ROOT = Path(__file__).resolve().parents[1]             # the project folder
+RESULTS = ROOT/'bench'/'results'                         # what the docs read
 ENV = 'AAIR_BENCH_RESULTS'
 
 
@@ -43,3 +44,9 @@ def tiny_shapes(root, size:int=64) -> Path:
     "A shapes data set of 8 / 4 / 4 images in `root` (a fraction of a second to make); its Karpathy JSON."
     from aair_nb.shapes import make_shapes
     return make_shapes(root, n_train=8, n_val=4, n_test=4, size=size, seed=0)
+
+
+def portable(path) -> str:
+    """`path` relative to the project folder (e.g. ../shared/data/rsicd/dataset_rsicd.json), so that a result file and
+    the docs built from it read the same on every clone, whatever folder the project sits in."""
+    return os.path.relpath(Path(path).resolve(), ROOT)

@@ -32,7 +32,7 @@ SMOKE = dict(steps=2, seeds=[0], batch_size=8)
 def run_row(flags:list, steps:int, seed:int, out:Path, batch_size:int=64, data:str|None=None) -> dict:
     "One `aair_train` run into `out` (on the shapes set, or the Karpathy JSON `data`); its metrics.json."
     from aair_nb.cli import run_train
-    return run_train(['--out', str(out), '--max-steps', str(steps), '--epochs', '100', '--seed', str(seed), '--batch-size', str(batch_size),
+    return run_train(['--out', str(out), '--overwrite', '--max-steps', str(steps), '--epochs', '100', '--seed', str(seed), '--batch-size', str(batch_size),
                       '--quiet'] + (['--data', str(data)] if data else []) + flags)
 
 

@@ -20,7 +20,7 @@ import argparse, json, os, shlex, shutil, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _bench import add_common, results_dir, tiny_shapes
+from _bench import add_common, results_dir, tiny_shapes, portable
 
 KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'mR']
 # RSICD test split, mR = mean of the six recalls, as published
@@ -132,12 +132,13 @@ def run(a, flags:list, res_dir:Path):
         m = json.loads((out/'metrics.json').read_text()); a.epochs = m['config']['train']['epochs']
     wall = first = None
     argv = command(Path(data), out, a.epochs, a.extra, flags)
-    print('aair_train ' + shlex.join(argv), flush=True)
+    shown = 'aair_train ' + shlex.join(command(Path(portable(data)), out, a.epochs, a.extra, flags))   # no machine's own paths
+    print(shown, flush=True)
     if not a.eval_only:
         t0 = time.time(); m = run_train(argv); wall = (time.time() - t0) / 60
     elif (res_dir/'rsicd.json').exists():                              # the same run reported before: keep its times
         prev = json.loads((res_dir/'rsicd.json').read_text())['meta']
-        if prev['command'] == 'aair_train ' + shlex.join(argv): wall, first = prev['wall_minutes'], prev.get('first_cache_minutes')
+        if prev['command'] == shown: wall, first = prev['wall_minutes'], prev.get('first_cache_minutes')
     hist, c = json.loads((out/'history.json').read_text()), m['config']
     name = f"AAIR {c['preset']} (ours)"                                # AAIR small (ours)
     ours = [dict(method=f'{name}, ITC ranking', kind='ours', **m['itc'])]
@@ -156,7 +157,7 @@ def run(a, flags:list, res_dir:Path):
             val_views[v] = val['itc']['mR']
     meta = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), epochs=a.epochs,
                 cache_minutes=m.get('cache_seconds', 0) / 60, train_minutes=m['train_seconds'] / 60, wall_minutes=wall,
-                command='aair_train ' + shlex.join(argv), **parts(c), views=c['data']['cache_views'] if c['data']['cache'] else 0,
+                command=shown, **parts(c), views=c['data']['cache_views'] if c['data']['cache'] else 0,
                 test_views=a.views, val_mR_by_views=val_views, timings=timings, **({'first_cache_minutes': first} if first else {}),
                 preset=c['preset'], **({'smoke': True} if a.smoke else {}))
     res = dict(meta=meta, ours=ours, published=PUBLISHED, val_history={k: v for k, v in hist.items() if k.startswith('val_')})

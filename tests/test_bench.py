@@ -1,7 +1,7 @@
 """Every bench/ script runs in its `--smoke` mode (the same code as the real benchmark on tiny data, seconds long) and writes
 result files with every key the committed results in bench/results/ have (the docs read those keys). The smokes are
 started together, in subprocesses, when the first test of this file needs them; each test waits for its own."""
-import json, os, subprocess, sys, time
+import shlex, json, os, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -108,6 +108,7 @@ def test_rsicd(smokes):
     r = json.loads((res/'rsicd.json').read_text())
     m = r['meta']
     assert m['command'].startswith('aair_train ') and '--cache-features' in m['command'] and m['views'] == 3
+    assert not [w for w in shlex.split(m['command']) if w.startswith('/')], m['command']   # no machine's own absolute paths
     assert set(m['val_mR_by_views']) == {'0', '3'}
     assert len(r['ours']) == 4, [o['method'] for o in r['ours']]          # ITC and re-ranked, without and with the turned views
     assert 'RSICD test split' in (res/'rsicd.md').read_text()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 from aair_nb.core import set_seed, l2norm
-from aair_nb.train import (TrainConfig, Trainer, fit, lr_factor, param_groups, save_checkpoint, load_checkpoint, rng_state,
+from aair_nb.train import (CheckpointError, TrainConfig, Trainer, fit, lr_factor, param_groups, save_checkpoint, load_checkpoint, rng_state,
                            set_rng_state, epoch_batches, plot_history, loss_names)
 
 HERE = Path(__file__).resolve().parent
@@ -93,10 +93,10 @@ def test_checkpoint_roundtrip(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())) and b.enc_m is b.enc
     assert sched_b.last_epoch == 1 and st['history'] == {'loss': [1.0]}
     assert torch.equal(opt_b.state_dict()['state'][0]['exp_avg'], opt.state_dict()['state'][0]['exp_avg'])
-    with pytest.raises(RuntimeError, match='do not fit'): load_checkpoint(tmp_path/'ck', nn.Linear(4, 4))
+    with pytest.raises(CheckpointError, match='do not fit'): load_checkpoint(tmp_path/'ck', nn.Linear(4, 4))
     save_checkpoint(tmp_path/'torn', a, step=4)
     (tmp_path/'torn'/'state.pt').write_bytes((tmp_path/'ck'/'state.pt').read_bytes())
-    with pytest.raises(RuntimeError, match='torn checkpoint: weights from step 4, state from step 3'): load_checkpoint(tmp_path/'torn', b)
+    with pytest.raises(CheckpointError, match='torn checkpoint: weights from step 4, state from step 3'): load_checkpoint(tmp_path/'torn', b)
     save_checkpoint(tmp_path/'weights', a, step=4)
     with pytest.raises(ValueError, match='no optimizer state'): load_checkpoint(tmp_path/'weights', b, opt_b)
 
