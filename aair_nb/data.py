@@ -145,7 +145,7 @@ def load_karpathy(json_path, # A Karpathy split file: dataset_{flickr30k,coco,rs
     if not isinstance(data, dict) or not isinstance(data.get('images'), list):
         raise BadDataError(f"{name}: expected a Karpathy JSON object with an 'images' list")
     if split not in ('train', 'val', 'test', 'restval', 'all', None): raise ValueError(f"split={split!r}: expected 'train', 'val', 'test' or 'all'")
-    image_dir = _image_dir(Path(image_dir) if image_dir is not None else json_path.parent/'images', name, ' (pass image_dir=...)')
+    image_dir = _image_dir(Path(image_dir) if image_dir is not None else json_path.parent/'images', name, ': give the folder with --images (image_dir=... in Python)')
     bad, paths, caps, meta = _BadLog(f"{name} (split {split!r})", skip_bad), [], [], []
     for i, e in enumerate(data['images']):
         where = f"{name}: images[{i}]"

@@ -141,6 +141,14 @@ def test_unreadable_image_mid_training_leaves_nothing(corpus, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_diverging_run_stops_with_the_reason(corpus, tmp_path, capsys):
+    "A learning rate that blows the weights up: the loss check names the step and the settings to change (not a sampler error)."
+    out = tmp_path/'nan'
+    one_line_error(cli(train_main, ['--data', corpus['good'], '--out', out] + TRAIN + ['--lr', '1e30', '--max-steps', '4'], capsys),
+                   'aair_train', 'non-finite loss at step', 'train.lr')
+    assert not out.exists() or (out/'last'/'model.safetensors').exists()       # nothing, or the last good checkpoint
+
+
 def test_skip_bad_counts_and_trains(corpus, tmp_path, capsys):
     "Several bad entries at once, skipped and counted per reason; the 16-bit PNG is not bad and loads with its contrast."
     out = tmp_path/'skip'
