@@ -53,16 +53,21 @@ def recall_tables(model, # A `RetrievalModel`
                   views:int=0, # Turned views averaged per image
                   cache=None, # A `FeatureCache` of `ds`
                   progress:bool=True) -> dict:
-    "The `metrics.json` core: first-stage Recall@K (`itc`), the re-ranked table when the model can re-rank, and the timings."
+    "The `metrics.json` core: first-stage Recall@K (`itc`), the re-ranked table when the model can re-rank, class metrics when the data has classes, timings."
     k = rerank_k if model.can_rerank else 0
     res = evaluate(model, ds, tok, rerank_k=k, progress=progress, cache=cache, views=views)
-    return dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}), timings=res.get('timings', {}))
+    return dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}),
+                **({'class': res['class']} if 'class' in res else {}), timings=res.get('timings', {}))
 
 def print_table(metrics:dict):
     "The Recall@K table of a `metrics.json`-style dict: the first-stage ranking, and the re-ranked one when present."
     rows = [('ITC ranking', metrics['itc'])] + ([(f"re-ranked top-{metrics['rerank_k']}", metrics['rerank'])] if 'rerank' in metrics else [])
     w = max(len(n) for n, _ in rows)                                  # one width for the name column
     print('\n'.join(format_metrics(m, name=n.ljust(w), header=i == 0) for i, (n, m) in enumerate(rows)))
+    if 'class' in metrics:                                            # the data set's images carry classes
+        c = metrics['class']
+        print(f"by class ({c['n_classes']} classes, {c['labelled_images']} labelled images; first stage): mAP i2t {c['i2t_map']:.1f} "
+              f"t2i {c['t2i_map']:.1f}, PMRP i2t {c['i2t_pmrp']:.1f} t2i {c['t2i_pmrp']:.1f}")
 
 # %% ../nbs/17_cli.ipynb #564c860e
 SHORT_FLAGS = {'data': 'data.json', 'images': 'data.images', 'format': 'data.format', 'holdout': 'data.holdout',

@@ -28,6 +28,7 @@ class DataConfig(Config):
     format: str|None = None      # 'karpathy' | 'coco' (default: detected from the JSON)
     shapes_dir: str|None = None  # where the shapes set is generated when `json` is None (default: data/shapes)
     holdout: int = 0             # a file without splits (COCO captions): images held out for val and for test, each
+    classes: str = 'entry'       # image classes for class-aware metrics: 'entry' (an entry's "class" field) | 'filename' (airport_12.jpg)
     skip_bad: bool = False       # skip (and count) bad entries instead of stopping at the first
     cache: bool = False          # run frozen encoders' bottoms once per split; train and evaluate on their outputs
     cache_views: int = 0         # with `cache`: also N turned / mirrored copies of each training image (0-7)
@@ -163,4 +164,4 @@ def load_split(data:DataConfig, # A resolved data section
     if data.format == 'coco':
         full = load_coco(data.json, data.images, skip_bad=data.skip_bad)
         return full.select(holdout_split(full.n_images, data.holdout, split), source=f"{full.source}:{split}")
-    return load_karpathy(data.json, data.images, split=split, skip_bad=data.skip_bad)
+    return load_karpathy(data.json, data.images, split=split, skip_bad=data.skip_bad, classes=data.classes)

@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import aair_nb
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'BadDataError', 'to_rgb', 'CaptionSet', 'load_karpathy',
-           'load_coco', 'rsicd_path', 'show_samples', 'caption_stats', 'plot_caption_stats', 'train_tokenizer',
-           'load_tokenizer', 'eval_transform', 'TwoViews', 'train_transform', 'Tokens', 'Collate']
+__all__ = ['SPECIAL_TOKENS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'BadDataError', 'to_rgb', 'CaptionSet', 'class_from_filename',
+           'load_karpathy', 'load_coco', 'rsicd_path', 'show_samples', 'caption_stats', 'plot_caption_stats',
+           'train_tokenizer', 'load_tokenizer', 'eval_transform', 'TwoViews', 'train_transform', 'Tokens', 'Collate']
 
 # %% ../nbs/02_data.ipynb #ead292de
 class BadDataError(ValueError):
@@ -95,6 +95,10 @@ class CaptionSet(Dataset):
     @property
     def n_images(self) -> int: return len(self.image_paths)
     def image_captions(self, i:int) -> list: return [self.captions[k] for k in self.img2txt[i]]
+    @property
+    def classes(self) -> list: return [m.get('class') for m in self.meta]     # [n_images] class of each image, None if unknown
+    @property
+    def has_classes(self) -> bool: return any(c is not None for c in self.classes)
     def load_image(self, i:int) -> Image.Image:
         "Image `i` as an RGB PIL image; a file that cannot be read raises `BadDataError` naming it."
         p = self.image_paths[i]
@@ -128,6 +132,14 @@ class _ImageView(Dataset):
         return {'image': self.ds._image(i, self.transform), 'image_id': i, 'captions': self.ds.image_captions(i)}
 
 # %% ../nbs/02_data.ipynb #8425f5f1
+_CLASS_IN_NAME = re.compile(r'^([A-Za-z]+(?:[_-][A-Za-z]+)*)_\d+\.\w+$')
+
+def class_from_filename(name:str, # A file name such as 'airport_12.jpg' (folders are ignored)
+                       ) -> str|None:
+    "The class a name of the form CLASS_NUMBER.ext carries ('airport'); None for a name without one ('00001.jpg')."
+    m = _CLASS_IN_NAME.match(Path(name).name)
+    return m.group(1) if m else None
+
 def _in_split(entry_split:str, split) -> bool:
     if split in (None, 'all'): return True
     return entry_split == split or (split == 'train' and entry_split == 'restval')
@@ -137,8 +149,10 @@ def load_karpathy(json_path, # A Karpathy split file: dataset_{flickr30k,coco,rs
                   split:str='train', # 'train' (includes 'restval'), 'val', 'test' or 'all'
                   skip_bad:bool=False, # Skip bad entries (counted in a warning) instead of raising
                   transform=None, # Image transform of the returned set
+                  classes:str='entry', # Image classes: 'entry' (an entry's optional "class" field) or 'filename' (`class_from_filename`)
                  ) -> CaptionSet:
     "Read one split of a Karpathy JSON file into a `CaptionSet`."
+    if classes not in ('entry', 'filename'): raise ValueError(f"classes={classes!r}: expected 'entry' or 'filename'")
     json_path = Path(json_path); name, data = json_path.name, _read_json(json_path)
     if isinstance(data, dict) and 'annotations' in data:
         raise BadDataError(f"{name}: has 'annotations', so it looks like a COCO captions file: use load_coco")
@@ -167,6 +181,7 @@ def load_karpathy(json_path, # A Karpathy split file: dataset_{flickr30k,coco,rs
         path = image_dir/e.get('filepath', '')/e['filename']
         if not _check_image(path, where, bad, verify=skip_bad): continue
         paths.append(path); caps.append(cs); meta.append({k: v for k, v in e.items() if k != 'sentences'})
+        if classes == 'filename': meta[-1]['class'] = class_from_filename(e['filename'])
     bad.warn()
     if not paths:
         found = sorted({e.get('split') for e in data['images'] if isinstance(e, dict) and isinstance(e.get('split'), str)})
@@ -189,7 +204,7 @@ def load_coco(captions_json, # A COCO captions file: {"images": [{"id", "file_na
     for i, im in enumerate(data['images']):
         if not isinstance(im, dict) or 'id' not in im or not isinstance(im.get('file_name'), str):
             bad('malformed entry', f"{name}: images[{i}]: needs 'id' and 'file_name'"); continue
-        files[im['id']] = (i, im['file_name']); caps[im['id']] = []
+        files[im['id']] = (i, im['file_name'], im.get('class')); caps[im['id']] = []
     for k, a in enumerate(data['annotations']):
         where = f"{name}: annotations[{k}]"
         if not isinstance(a, dict) or not isinstance(a.get('caption'), str) or 'image_id' not in a:
@@ -198,11 +213,11 @@ def load_coco(captions_json, # A COCO captions file: {"images": [{"id", "file_na
         if not a['caption'].strip(): bad('empty caption', f"{where} (image {files[a['image_id']][1]!r}): caption is empty"); continue
         caps[a['image_id']].append(a['caption'].strip())
     paths, caption_lists, meta = [], [], []
-    for iid, (i, fn) in files.items():
+    for iid, (i, fn, cls) in files.items():
         where = f"{name}: images[{i}] ({fn!r})"
         if not caps[iid]: bad('image without captions', f"{where}: no captions"); continue
         if not _check_image(image_dir/fn, where, bad, verify=skip_bad): continue
-        paths.append(image_dir/fn); caption_lists.append(caps[iid]); meta.append({'id': iid, 'file_name': fn})
+        paths.append(image_dir/fn); caption_lists.append(caps[iid]); meta.append({'id': iid, 'file_name': fn, **({'class': cls} if cls is not None else {})})
     bad.warn()
     if not paths: raise BadDataError(f"{name}: no usable images")
     return CaptionSet(paths, caption_lists, transform, source=name, meta=meta)

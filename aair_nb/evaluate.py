@@ -15,7 +15,7 @@ from tqdm import tqdm
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from .data import eval_transform, Collate
-from .metrics import retrieval_metrics, retrieval_ranks, metrics_from_ranks
+from .metrics import retrieval_metrics, retrieval_ranks, metrics_from_ranks, class_metrics
 from .fusion import rerank
 from .core import to_device
 from .encoders import Features
@@ -173,13 +173,14 @@ def evaluate(model, # A `RetrievalModel` (re-ranking when it `can_rerank`)
              progress:bool=True, # Show progress bars
              return_scores:bool=False, # Also return `sims` (and `scores_i2t`, `scores_t2i` when re-ranking)
             ) -> dict:
-    "Recall@K of ITC ranking (`itc`), of fusion re-ranking (`rerank`, when asked and possible) and `timings`."
+    "Recall@K of ITC ranking (`itc`), of fusion re-ranking (`rerank`, when asked and possible), class mAP/PMRP (`class`, when `ds` has classes), `timings`."
     fusion = rerank_k > 0 and model.can_rerank
     if rerank_k > 0 and not fusion: warnings.warn("the model has no second stage: reporting first-stage metrics only")
     if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion, progress=progress, cache=cache, views=views)
     t0 = time.perf_counter()
     sims = similarities(model, enc)                                           # [n_img, n_txt]
     out = dict(itc=retrieval_metrics(sims, ds.txt2img), timings=dict(encode_s=enc.secs, rank_s=time.perf_counter() - t0))
+    if getattr(ds, 'has_classes', False): out['class'] = class_metrics(sims, ds.txt2img, ds.classes)   # first-stage ranking, by class
     if return_scores: out['sims'] = sims
     if fusion:
         was_training = model.training; model.eval()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['retrieval_ranks', 'metrics_from_ranks', 'retrieval_metrics', 'format_metrics', 'coco_1k_5k']
+__all__ = ['retrieval_ranks', 'metrics_from_ranks', 'retrieval_metrics', 'format_metrics', 'coco_1k_5k', 'class_metrics']
 
 # %% ../nbs/03_metrics.ipynb #16f92e26
 def _as_arrays(sims, # [n_img, n_txt] similarities: torch tensor (any device) or NumPy array
@@ -141,3 +141,49 @@ def coco_1k_5k(sims, # [5 * fold_size, n_txt] similarities of the COCO 5K test s
         folds.append(retrieval_metrics(sims[lo:hi][:, cols], txt2img[cols] - lo))
     return {'1k': {k: float(np.mean([fm[k] for fm in folds])) for k in folds[0]},
             '5k': retrieval_metrics(sims, txt2img)}
+
+# %% ../nbs/03_metrics.ipynb #a2aae80b
+def _class_ids(img_labels, # [n_img] class of each image (any hashable; None = no class)
+               txt2img, # [n_txt] image index of each caption
+              ) -> tuple[np.ndarray, np.ndarray]:
+    "Integer classes of images and captions (a caption has its image's class); -1 = no class."
+    names = sorted({l for l in img_labels if l is not None}, key=str)
+    ids = {l: k for k, l in enumerate(names)}
+    img = np.array([ids[l] if l is not None else -1 for l in img_labels], dtype=np.int64)
+    return img, img[np.asarray(txt2img, dtype=np.int64)]
+
+def _ap_rprec(S:np.ndarray, # [n_q, n_d] scores, higher = better
+              q:np.ndarray, # [n_q] query classes (-1 = none)
+              d:np.ndarray, # [n_d] gallery classes (-1 = none)
+              chunk_rows:int=256,
+             ) -> tuple[np.ndarray, np.ndarray]:
+    "AP and R-precision of every query over the full ranking (NaN for a query without class or relevant item)."
+    n_q, n_d = S.shape
+    n_rel = np.bincount(d[d >= 0], minlength=max(q.max(), d.max(), 0) + 1)   # [n_classes] items per class
+    R = np.where(q >= 0, n_rel[np.maximum(q, 0)], 0)                        # [n_q] relevant items per query
+    ap, rp = np.full(n_q, np.nan), np.full(n_q, np.nan)
+    ranks = np.arange(1, n_d + 1)                                           # [n_d] 1-based positions
+    for a in range(0, n_q, chunk_rows):
+        b = min(a + chunk_rows, n_q)
+        order = np.argsort(-S[a:b], axis=1, kind='stable')                  # [r, n_d] best first, ties in gallery order
+        rel = d[order] == q[a:b, None]                                      # [r, n_d] relevant at each rank (-1 never matches a class)
+        hits = np.cumsum(rel, axis=1)                                       # [r, n_d] relevant items up to each rank
+        Rq, ok = R[a:b], R[a:b] > 0
+        ap[a:b][ok] = ((hits / ranks) * rel).sum(1)[ok] / Rq[ok]
+        rp[a:b][ok] = hits[np.arange(b - a), np.maximum(Rq, 1) - 1][ok] / Rq[ok]
+    return ap, rp
+
+def class_metrics(sims, # [n_img, n_txt] similarities, higher = better: torch tensor (any device) or NumPy array
+                  txt2img, # [n_txt] image index of each caption
+                  img_labels, # [n_img] class of each image (any hashable; None = no class)
+                 ) -> dict:
+    "mAP and PMRP (percent) for image->text and text->image with same class = relevant, and how many queries had a class."
+    sims, txt2img = _as_arrays(sims, txt2img)
+    if len(img_labels) != sims.shape[0]: raise ValueError(f"img_labels has {len(img_labels)} entries for {sims.shape[0]} images")
+    img, txt = _class_ids(img_labels, txt2img)
+    if not (img >= 0).any(): raise ValueError("class_metrics: no image has a class")
+    out = {}
+    for name, S, q, d in (('i2t', sims, img, txt), ('t2i', sims.T, txt, img)):
+        ap, rp = _ap_rprec(S, q, d)
+        out[f'{name}_map'], out[f'{name}_pmrp'] = float(100 * np.nanmean(ap)), float(100 * np.nanmean(rp))
+    return out | {'n_classes': int(img.max() + 1), 'labelled_images': int((img >= 0).sum()), 'labelled_captions': int((txt >= 0).sum())}

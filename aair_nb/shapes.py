@@ -12,10 +12,10 @@ import aair_nb
 
 # %% auto #0
 __all__ = ['SHAPES_VERSION', 'COLORS', 'SHAPES', 'SIZES', 'RELATIONS', 'SPLITS', 'INVERSE', 'relation_holds', 'render_scene',
-           'measure_scene', 'caption_errors', 'make_shapes', 'default_shapes']
+           'measure_scene', 'caption_errors', 'scene_class', 'make_shapes', 'default_shapes']
 
 # %% ../nbs/01_shapes.ipynb #8130e57a
-SHAPES_VERSION = 1  # bump when the generator changes: `default_shapes` then regenerates cached copies
+SHAPES_VERSION = 2  # bump when the generator changes: `default_shapes` then regenerates cached copies (2: entries carry a class)
 COLORS = {'red': (220, 40, 40), 'orange': (245, 140, 20), 'yellow': (240, 220, 30), 'green': (40, 170, 60),
           'blue': (40, 80, 220), 'purple': (140, 50, 190), 'white': (245, 245, 245), 'black': (25, 25, 25)}  # name -> RGB
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'cross')
@@ -319,6 +319,11 @@ def _atomic_write(path:Path, write):
     try: write(tmp); os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
 
+def scene_class(scene:dict, # A scene record from `render_scene`
+               ) -> str:
+    "The class of a scene: the shapes in it, sorted and joined by '+' ('circle+cross'; a group of four shares it)."
+    return '+'.join(sorted(o['shape'] for o in scene['objects']))
+
 def make_shapes(out_dir, # Folder to write (created): dataset_shapes.json + images/
                 n_train:int, # Number of training images
                 n_val:int, # Number of validation images
@@ -336,9 +341,9 @@ def make_shapes(out_dir, # Folder to write (created): dataset_shapes.json + imag
             fn = f"{split}_{i:05d}.png"
             _atomic_write(img_dir/fn, lambda p: img.save(p, format='PNG', compress_level=1))
             k = len(entries)
-            entries.append(dict(filename=fn, imgid=k, split=split, sentids=list(range(sentid, sentid + len(caps))),
-                                sentences=[dict(raw=c, tokens=_tokens(c), imgid=k, sentid=sentid + j) for j, c in enumerate(caps)],
-                                scene=scene))
+            entries.append({'filename': fn, 'imgid': k, 'split': split, 'sentids': list(range(sentid, sentid + len(caps))),
+                            'sentences': [dict(raw=c, tokens=_tokens(c), imgid=k, sentid=sentid + j) for j, c in enumerate(caps)],
+                            'class': scene_class(scene), 'scene': scene})
             sentid += len(caps)
     meta = dict(version=SHAPES_VERSION, size=size, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test)
     path = out_dir/'dataset_shapes.json'

@@ -132,7 +132,7 @@ def run(a, flags:list, res_dir:Path):
         m = json.loads((out/'metrics.json').read_text()); a.epochs = m['config']['train']['epochs']
     wall = first = None
     argv = command(Path(data), out, a.epochs, a.extra, flags)
-    shown = 'aair_train ' + shlex.join(command(Path(portable(data)), out, a.epochs, a.extra, flags))   # no machine's own paths
+    shown = 'aair_train ' + shlex.join(command(Path(portable(data)), Path(portable(out)), a.epochs, a.extra, flags))   # no machine's own paths
     print(shown, flush=True)
     if not a.eval_only:
         t0 = time.time(); m = run_train(argv); wall = (time.time() - t0) / 60

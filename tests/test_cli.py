@@ -19,3 +19,32 @@ def test_bad_run_folder(tmp_path):
     exe = Path(sys.executable).parent/'aair_eval'
     r = subprocess.run([str(exe), str(tmp_path/'nope')], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and 'not a run folder' in r.stderr
+
+
+def test_class_metrics_reported(tmp_path, capsys):
+    "Images with a class: metrics.json and the printed table add mAP and PMRP by class (first-stage ranking)."
+    import json
+    from aair_nb.shapes import make_shapes
+    from aair_nb.cli import run_train
+    data = make_shapes(tmp_path/'s', 16, 8, 8, seed=3)
+    d = json.loads(data.read_text())
+    for k, e in enumerate(d['images']): e['class'] = ['one', 'two', 'three'][k % 3]
+    data.write_text(json.dumps(d))
+    m = run_train(['--data', str(data), '--out', str(tmp_path/'run'), '--max-steps', '1', '--batch-size', '8', '--rerank-k', '0', '--quiet'])
+    c = m['class']
+    assert c['n_classes'] == 3 and c['labelled_images'] == 8 and c['labelled_captions'] == 40
+    assert all(0 < c[k] <= 100 for k in ('i2t_map', 't2i_map', 'i2t_pmrp', 't2i_pmrp'))
+    assert 'by class (3 classes, 8 labelled images; first stage)' in capsys.readouterr().out
+
+
+def test_pcme_from_the_command_line(tmp_path):
+    "PCME trains, tests (means, then match-probability re-ranking) and re-loads for aair_eval like every registered model."
+    import json
+    from aair_nb.shapes import make_shapes
+    from aair_nb.cli import run_train, run_eval
+    data = make_shapes(tmp_path/'s', 16, 8, 8, seed=3)
+    m = run_train(['--model', 'pcme', '--data', str(data), '--out', str(tmp_path/'run'), '--max-steps', '2', '--batch-size', '8',
+                   '--rerank-k', '4', '--quiet'])
+    assert m['config']['model_name'] == 'pcme' and m['rerank_k'] == 4 and set(m['itc']) == set(m['rerank'])
+    e = run_eval([str(tmp_path/'run'), '--rerank-k', '4', '--quiet', '--out', str(tmp_path/'e.json')])
+    assert e['rerank'] == m['rerank']                                 # seeded samples: the same second-stage scores

@@ -151,3 +151,12 @@ def test_rsicd_test_split():
     ds = load_karpathy(root/'dataset_rsicd.json', split='test')
     assert ds.n_images == 1093 and len(ds) == 5 * 1093 and all(len(k) == 5 for k in ds.img2txt)
     assert ds[len(ds) - 1]['image'].shape[0] == 3 and ds[len(ds) - 1]['image_id'] == 1092
+
+
+def test_rsicd_classes_from_file_names():
+    "RSICD's file names carry 30 scene classes; 921 numbered images carry none."
+    root = rsicd_path()
+    if root is None: pytest.skip("RSICD not found (set AAIR_RSICD or place it at ../shared/data/rsicd)")
+    classes = [c for s in ('train', 'val', 'test') for c in load_karpathy(root/'dataset_rsicd.json', split=s, classes='filename').classes]
+    assert len(classes) == 10921 and classes.count(None) == 921 and len(set(classes) - {None}) == 30
+    assert load_karpathy(root/'dataset_rsicd.json', split='test').classes.count(None) == 1093     # 'entry': the JSON has no classes
