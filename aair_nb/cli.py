@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_cli.ipynb #740dd1fb
 from __future__ import annotations
-import argparse, fcntl, json, os, shutil, sys, time
+import argparse, fcntl, json, os, shutil, signal, sys, threading, time
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -14,7 +14,8 @@ from .metrics import format_metrics
 from .contract import Embedded, build, import_models, preset_names
 from .cache import cached_features, CachedFeatureSet, CachedCollate
 from .config import RunConfig, resolve_run, apply_sets, resolve_data, data_source, load_split
-from .train import Trainer, load_checkpoint, recover_checkpoint, CheckpointError
+from .train import Trainer, load_checkpoint, recover_checkpoint, checkpoint_dir, CheckpointError, _write_json
+from .metrics import metrics_from_ranks
 from .evaluate import Encoded, evaluate, evaluate_fn, encode_dataset, similarities, pair_score_fn, _device_of
 
 # %% auto #0
@@ -27,10 +28,10 @@ __all__ = ['SHORT_FLAGS', 'SWITCHES', 'EXIT_ERROR', 'EXIT_INTERRUPTED', 'train_m
 def run_checkpoint(run, # A run folder written by `aair_train`
                    which:str='best', # 'best' (falls back to 'last' when the run has no best) or 'last'
                   ) -> Path:
-    "The checkpoint folder of a run that `load_run` reads (a save cut off between its renames is repaired first)."
+    "The checkpoint folder of a run that `load_run` reads (`load_checkpoint` finds a save cut off between its renames)."
     run = Path(run)
     for name in ([which, 'last'] if which == 'best' else [which]):
-        if (recover_checkpoint(run/name)/'model.safetensors').is_file(): return run/name
+        if (checkpoint_dir(run/name)/'model.safetensors').is_file(): return run/name
     raise CheckpointError(f"{run}: no {which} checkpoint (the run stopped before its first save): train it again, or continue "
                           f"it with `aair_train --out {run} --resume`")
 
@@ -109,7 +110,7 @@ def cli_sets(args:argparse.Namespace) -> list:
     sets += ['train.progress=false', 'train.quiet=true'] if args.quiet else []
     return sets + [s for group in args.set for s in group]
 
-_FIXED = ('model.', 'data.json', 'data.images', 'data.format', 'data.holdout', 'data.shapes_dir')   # what makes a run another run
+_FIXED = ('model.', 'data.json', 'data.format', 'data.holdout', 'data.shapes_dir')   # what makes a run another run (the image folder may move)
 
 def _flat(d:dict, prefix:str='') -> dict:
     return {k: v for key, val in d.items() for k, v in (_flat(val, f'{prefix}{key}.') if isinstance(val, dict) else {f'{prefix}{key}': val}).items()}
@@ -182,12 +183,17 @@ def split_caches(model, tok, cfg:RunConfig, splits:dict, progress:bool=True) -> 
 def _inputs(args, out:Path) -> tuple:
     "The run config and the three splits, every check done before anything is written to `out`."
     if args.resume and not (out/'run.json').exists(): raise FileNotFoundError(f"{out}: no run to resume (no run.json): drop --resume to start one")
-    if not args.resume and (out/'run.json').exists() and not args.overwrite:
-        raise ValueError(f"{out} holds a run already: continue it with --resume, replace it with --overwrite, or choose another --out")
+    if not args.resume and (found := run_files(out)) and not args.overwrite:   # a run (also one of the Python `fit`), or files one writes
+        raise ValueError(f"{out} holds a run already ({', '.join(p.name for p in found[:3])}): continue it with --resume, "
+                         f"replace it with --overwrite, or choose another --out")
     cfg = run_config(args, out/'run.json' if args.resume else None)
     cfg = cfg.replace(data=resolve_data(cfg.data).to_dict())
     if args.resume: check_resume(RunConfig.load(out/'run.json'), cfg, out)
     if cfg.train.batch_size < 2: raise ValueError(f"train.batch_size={cfg.train.batch_size}: the losses compare the pairs of a batch: use 2 or more")
+    keys = list(metrics_from_ranks([0], [0]))                         # what validation reports
+    if cfg.train.best_key not in keys: raise ValueError(f"train.best_key={cfg.train.best_key!r}: validation reports {', '.join(keys)}")
+    if cfg.train.device.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f"train.device={cfg.train.device}: no CUDA device here; use --set train.device=auto")
     if cfg.data.cache_views and not cfg.data.cache: raise ValueError("--cache-views needs --cache-features")
     return cfg, {s: load_split(cfg.data, s) for s in ('train', 'val', 'test')}
 
@@ -196,7 +202,7 @@ def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     set_seed(cfg.train.seed)
     model, tok, collate = build(cfg.model_name, cfg.model, captions=splits['train'].captions, save_dir=out/'tokenizer',
                                 tokenizer=load_tokenizer(out/'tokenizer') if args.resume else None)
-    cfg.save(out/'run.json')                                          # after `build`: it sets text.vocab_size
+    if not args.resume: _write_json(out/'run.json', cfg.to_dict())   # after `build`: it sets text.vocab_size
     print(f"aair_train: model {cfg.model_name}, preset {cfg.preset}, {splits['train'].n_images} train images / {len(splits['train'])} captions, "
           f"val {splits['val'].n_images}, test {splits['test'].n_images}; run folder {out}")
     train_ds = splits['train']; train_ds.transform = train_transform(cfg.model.image_size, mean=cfg.model.image_mean, std=cfg.model.image_std)
@@ -207,6 +213,7 @@ def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     trainer = Trainer(model, train_ds, cfg.train, out, collate, evaluate_fn(splits['val'], tok, cache=caches.get('val')))
     trainer.resume_hint = f"aair_train --out {out} --resume"
     trainer.fit(resume=True if args.resume else None)
+    if args.resume: _write_json(out/'run.json', cfg.to_dict())       # the checkpoint loaded: the run now has these settings
     train_secs = time.time() - t0
     if trainer.step < trainer.total:
         raise Interrupted(f"stopped at step {trainer.step} of {trainer.total}, saved in {out/'last'}; no test metrics were written. "
@@ -215,7 +222,7 @@ def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     metrics = dict(recall_tables(model, splits['test'], tok, cfg.eval.rerank_k, cfg.eval.views, caches.get('test'), not args.quiet),
                    split='test', views=cfg.eval.views, checkpoint=run_checkpoint(out, 'best').name, config=cfg.to_dict(),
                    train_seconds=round(train_secs, 1), **({'cache_seconds': round(cache_secs, 1)} if caches else {}))
-    (out/'metrics.json').write_text(json.dumps(metrics, indent=2, default=float))
+    _write_json(out/'metrics.json', json.loads(json.dumps(metrics, default=float)))
     print_table(metrics)
     print(f"trained in {train_secs/60:.1f} min" + (f" (features cached in {cache_secs/60:.1f} min)" if caches else '') + f"; wrote {out/'metrics.json'}")
     return metrics
@@ -227,20 +234,28 @@ def run_train(argv=None) -> dict:
     with run_lock(out):
         cfg, splits = _inputs(args, out)                              # bad input fails here, before anything is written
         if args.overwrite and not args.resume: _remove(run_files(out))
+        before = set(out.iterdir())                                   # the user's own files: never removed
         try: return _train_and_test(args, out, cfg, splits)
         except BaseException:                                         # a fresh run that saved no checkpoint leaves nothing behind
-            if not args.resume and not (recover_checkpoint(out/'last')/'model.safetensors').exists(): _remove(run_files(out))
+            if not args.resume and not (checkpoint_dir(out/'last')/'model.safetensors').exists():
+                _remove([p for p in run_files(out) if p not in before])
             raise
+
+def _sigterm(signum, frame): raise KeyboardInterrupt
 
 def _script(fn, prog:str):
     "A console script from `fn(argv)`: an expected failure ends in one line `prog: error: ...` (status 1), an interruption in status 130."
     def main(argv=None):
+        main_thread = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None   # SIGTERM anywhere (loading, testing) = Ctrl-C
         try: fn(argv)
         except (Interrupted, KeyboardInterrupt) as e:
             print(f"{prog}: interrupted" + (f": {e}" if str(e) else ''), file=sys.stderr, flush=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
         except (OSError, ValueError, ImportError, FloatingPointError) as e:
             raise SystemExit(f"{prog}: error: {' '.join(str(e).split()) or type(e).__name__}") from None
+        finally:
+            if main_thread: signal.signal(signal.SIGTERM, old)
     main.__doc__ = f"Console script `{prog}` (see `{fn.__name__}`)."
     return main
 
@@ -265,15 +280,15 @@ def _run_parser(prog:str, description:str, split_help:str) -> argparse.ArgumentP
                                 epilog="Exit status: 0 done, 1 error (one line on stderr), 2 bad command line, 130 interrupted.")
     p.add_argument('run', help="run folder written by aair_train")
     p.add_argument('--split', default='test', choices=['train', 'val', 'test'], help=split_help)
+    p.add_argument('--data', default=None, help="Karpathy or COCO JSON (default: the run's own data set)")
+    p.add_argument('--images', default=None, help="image folder (of --data, or of the run's own data set when it moved)")
+    p.add_argument('--holdout', type=_count, default=None, help="with a COCO --data: images held out for val and for test, each")
     p.add_argument('--skip-bad', action='store_true', help="skip (and count) bad data entries instead of stopping")
     return p
 
 def eval_parser() -> argparse.ArgumentParser:
     p = _run_parser('aair_eval', "Evaluate a trained run (Recall@K) on a data split.", "the split to evaluate")
     p.add_argument('--checkpoint', default='best', choices=['best', 'last'], help="best falls back to last when the run has no best")
-    p.add_argument('--data', default=None, help="Karpathy or COCO JSON (default: the run's own data set)")
-    p.add_argument('--images', default=None, help="image folder for --data")
-    p.add_argument('--holdout', type=_count, default=None, help="with a COCO --data: images held out for val and for test, each")
     p.add_argument('--rerank-k', type=_count, default=None, help="re-rank each query's top-k with the second stage (0 = first stage only; default: the run's eval.rerank_k)")
     p.add_argument('--views', type=_count, default=None, help="average each image's embedding with N turned / mirrored copies of it (0-7; 3 = all four turns; default: the run's eval.views)")
     p.add_argument('--out', default=None, help="write the metrics here as JSON (default: RUN/eval_SPLIT.json)")
@@ -286,9 +301,12 @@ def _split_cache(model, tok, cfg:RunConfig, ds, split:str, views:int, progress:b
 
 def _run_data(args, cfg:RunConfig) -> RunConfig:
     "`cfg` with the data a command line of `aair_eval` / `aair_search` asks for (another data set, skipping bad entries)."
-    if getattr(args, 'data', None):
+    if args.data:
         cfg = cfg.replace(data=resolve_data(cfg.data.replace(json=args.data, images=args.images, format=None,
                                                                 holdout=args.holdout or 0)).to_dict())
+    elif args.images or args.holdout is not None:                      # the run's own data set, its images moved (or re-split)
+        d = cfg.data.replace(**({'images': args.images} if args.images else {}), **({'holdout': args.holdout} if args.holdout is not None else {}))
+        cfg = cfg.replace(data=resolve_data(d).to_dict())
     return cfg.replace(data=cfg.data.replace(skip_bad=True).to_dict()) if args.skip_bad else cfg
 
 def run_eval(argv=None) -> dict:
@@ -303,7 +321,7 @@ def run_eval(argv=None) -> dict:
     metrics = dict(recall_tables(model, ds, tok, rerank_k, views, cache, not args.quiet), split=args.split, views=views,
                    data=cfg.data.to_dict(), checkpoint=run_checkpoint(args.run, args.checkpoint).name)
     out = Path(args.out or Path(args.run)/f'eval_{args.split}.json')
-    out.write_text(json.dumps(metrics, indent=2, default=float))
+    _write_json(out, json.loads(json.dumps(metrics, default=float)))
     print_table(metrics); print(f"wrote {out}")
     return metrics
 

@@ -162,6 +162,8 @@ def load_split(data:DataConfig, # A resolved data section
               ):
     "One split of the data set `data` describes, as a `CaptionSet`."
     if data.format == 'coco':
-        full = load_coco(data.json, data.images, skip_bad=data.skip_bad)
-        return full.select(holdout_split(full.n_images, data.holdout, split), source=f"{full.source}:{split}")
+        full = load_coco(data.json, data.images, skip_bad=data.skip_bad, classes=data.classes)
+        n_file = len(json.loads(Path(data.json).read_text(encoding='utf-8'))['images'])   # the split is of the file's entries,
+        keep = set(holdout_split(n_file, data.holdout, split))                            # whatever --skip-bad dropped
+        return full.select([i for i, m in enumerate(full.meta) if m['index'] in keep], source=f"{full.source}:{split}")
     return load_karpathy(data.json, data.images, split=split, skip_bad=data.skip_bad, classes=data.classes)

@@ -66,7 +66,7 @@ def _check_image(path:Path, where:str, bad:_BadLog, verify:bool) -> bool:
 _to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
 def to_rgb(im:Image.Image) -> Image.Image:
-    "`im` as 8-bit RGB; 16- and 32-bit grey images are scaled by their range first (`convert('RGB')` would clip them to white)."
+    "`im` as 8-bit RGB; 16- and 32-bit grey images are scaled from 0..65535 (or their maximum, when larger) first (`convert('RGB')` would clip them to white)."
     if im.mode == 'I' or im.mode.startswith('I;16'):
         a = np.asarray(im, dtype=np.float64)                              # 16-bit PNG / TIFF: 0..65535
         im = Image.fromarray(np.round(a * 255 / max(65535.0, a.max())).clip(0, 255).astype(np.uint8))
@@ -193,8 +193,10 @@ def load_coco(captions_json, # A COCO captions file: {"images": [{"id", "file_na
               image_dir, # Folder the file names are relative to
               skip_bad:bool=False, # Skip bad entries (counted in a warning) instead of raising
               transform=None, # Image transform of the returned set
+              classes:str='entry', # Image classes: 'entry' (an image's optional "class" field) or 'filename' (`class_from_filename`)
              ) -> CaptionSet:
     "Read a COCO captions file into a `CaptionSet` (images in file order, captions in annotation order)."
+    if classes not in ('entry', 'filename'): raise ValueError(f"classes={classes!r}: expected 'entry' or 'filename'")
     path = Path(captions_json); name, data = path.name, _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get('images'), list) or not isinstance(data.get('annotations'), list):
         hint = '; this looks like a Karpathy file: use load_karpathy' if isinstance(data, dict) and 'images' in data else ''
@@ -204,7 +206,7 @@ def load_coco(captions_json, # A COCO captions file: {"images": [{"id", "file_na
     for i, im in enumerate(data['images']):
         if not isinstance(im, dict) or 'id' not in im or not isinstance(im.get('file_name'), str):
             bad('malformed entry', f"{name}: images[{i}]: needs 'id' and 'file_name'"); continue
-        files[im['id']] = (i, im['file_name'], im.get('class')); caps[im['id']] = []
+        files[im['id']] = (i, im['file_name'], class_from_filename(im['file_name']) if classes == 'filename' else im.get('class')); caps[im['id']] = []
     for k, a in enumerate(data['annotations']):
         where = f"{name}: annotations[{k}]"
         if not isinstance(a, dict) or not isinstance(a.get('caption'), str) or 'image_id' not in a:
@@ -217,7 +219,7 @@ def load_coco(captions_json, # A COCO captions file: {"images": [{"id", "file_na
         where = f"{name}: images[{i}] ({fn!r})"
         if not caps[iid]: bad('image without captions', f"{where}: no captions"); continue
         if not _check_image(image_dir/fn, where, bad, verify=skip_bad): continue
-        paths.append(image_dir/fn); caption_lists.append(caps[iid]); meta.append({'id': iid, 'file_name': fn, **({'class': cls} if cls is not None else {})})
+        paths.append(image_dir/fn); caption_lists.append(caps[iid]); meta.append({'id': iid, 'file_name': fn, 'index': i, **({'class': cls} if cls is not None else {})})
     bad.warn()
     if not paths: raise BadDataError(f"{name}: no usable images")
     return CaptionSet(paths, caption_lists, transform, source=name, meta=meta)

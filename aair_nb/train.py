@@ -25,7 +25,7 @@ from .core import Config, set_seed, default_device, to_device
 
 # %% auto #0
 __all__ = ['warmup_steps', 'lr_factor', 'param_groups', 'amp_dtype', 'rng_state', 'set_rng_state', 'fork_rng', 'item_seed',
-           'SeededItems', 'epoch_batches', 'CheckpointError', 'recover_checkpoint', 'save_checkpoint',
+           'SeededItems', 'epoch_batches', 'CheckpointError', 'recover_checkpoint', 'checkpoint_dir', 'save_checkpoint',
            'load_checkpoint', 'TrainConfig', 'setup_distributed', 'loss_names', 'plot_history', 'Trainer', 'fit']
 
 # %% ../nbs/14_train.ipynb #427b6b97
@@ -162,10 +162,16 @@ def _aside(path:Path, tag:str) -> Path: return path.parent/f'.{path.name}.{tag}'
 
 def recover_checkpoint(path, # A checkpoint folder, e.g. run/last
                       ) -> Path:
-    "`path`, with the previous checkpoint put back when a save was cut off between its two renames."
+    "`path`, with the previous checkpoint put back when a save was cut off between its two renames (writers only)."
     path = Path(path); old = _aside(path, 'old')
     if not path.exists() and (old/'model.safetensors').exists(): os.replace(old, path)
     return path
+
+def checkpoint_dir(path, # A checkpoint folder, e.g. run/last
+                  ) -> Path:
+    "The folder to read for `path`: itself, or the previous checkpoint set aside by a save cut off between its renames (nothing is renamed: readers never race the writer)."
+    path = Path(path); old = _aside(path, 'old')
+    return old if not path.exists() and (old/'model.safetensors').exists() else path
 
 def save_checkpoint(path, # Folder to write (replaced as a whole)
                     model:nn.Module, # Weights go to model.safetensors; its `.config` (a `Config`, if any) to config.json
@@ -219,7 +225,7 @@ def load_checkpoint(path, # Checkpoint folder (or its model.safetensors)
                    ) -> dict:
     "Load weights into `model` (and states into `opt`, `sched`, `scaler`); return the rest of the state (step, rng, history...)."
     path = Path(path)
-    path = recover_checkpoint(path.parent if path.suffix == '.safetensors' else path)
+    path = checkpoint_dir(path.parent if path.suffix == '.safetensors' else path)
     wf, sf = path/'model.safetensors', path/'state.pt'
     if not wf.is_file(): raise CheckpointError(f"{path}: no checkpoint here (no model.safetensors)")
     try:
@@ -276,6 +282,7 @@ class TrainConfig(Config):
                  ('eval_every_epoch', self.eval_every_epoch >= 0, '0 or more'), ('num_workers', self.num_workers >= 0, '0 or more'),
                  ('amp', self.amp in ('auto', 'bf16', 'fp16', 'fp32'), "'auto', 'bf16', 'fp16' or 'fp32'"),
                  ('best_mode', self.best_mode in ('max', 'min'), "'max' or 'min'")]
+        rules.append(('device', bool(re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', str(self.device))), "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"))
         bad = [f"train.{k}={getattr(self, k)!r} must be {rule}" for k, ok, rule in rules if not ok]
         if bad: raise ValueError('; '.join(bad))
 
@@ -547,7 +554,8 @@ def interrupted(self:Trainer, e:BaseException, # The `KeyboardInterrupt` or `_St
                ):
     "Save `last` at the last finished step, unless `e` cut off the weight update (then re-raise it), and say how to resume."
     if self.phase == 'update':
-        self.say(f"\ninterrupted inside the optimizer update of step {self.pos[0] + 1}: nothing saved ({self.out/'last'} is kept)")
+        kept = f" ({self.out/'last'} is kept)" if (self.out/'last').exists() else ''
+        self.say(f"\ninterrupted inside the optimizer update of step {self.pos[0] + 1}: nothing saved{kept}")
         raise e
     self.step = self.pos[0]
     self.history['interrupted_at'].append(self.step)

@@ -135,7 +135,7 @@ def run(a, flags:list, res_dir:Path):
     shown = 'aair_train ' + shlex.join(command(Path(portable(data)), Path(portable(out)), a.epochs, a.extra, flags))   # no machine's own paths
     print(shown, flush=True)
     if not a.eval_only:
-        t0 = time.time(); m = run_train(argv); wall = (time.time() - t0) / 60
+        t0 = time.time(); m = run_train(argv + ['--overwrite']); wall = (time.time() - t0) / 60   # a re-run replaces the old run
     elif (res_dir/'rsicd.json').exists():                              # the same run reported before: keep its times
         prev = json.loads((res_dir/'rsicd.json').read_text())['meta']
         if prev['command'] == shown: wall, first = prev['wall_minutes'], prev.get('first_cache_minutes')

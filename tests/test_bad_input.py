@@ -3,7 +3,7 @@
 usage error (2), a counted skip, or correct output, and must not change anything already in a run folder.
 The corpus is generated here from a small shapes set; one tiny run (two steps) is trained for the commands that read
 a run folder."""
-import json, os, shutil, signal, subprocess, sys, time, warnings
+import hashlib, json, os, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import pytest
@@ -31,8 +31,8 @@ def one_line_error(res, prog:str, *parts):
 
 
 def snapshot(folder:Path) -> dict:
-    "Every file under `folder` with its size and modification time."
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob('*')) if p.is_file()}
+    "Every file under `folder` with the SHA-1 of its bytes and its modification time."
+    return {str(p.relative_to(folder)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
 @pytest.fixture(scope='module')
@@ -64,7 +64,7 @@ def corpus(tmp_path_factory):
     (img/'text.png').write_text('not an image')
     (img/'zero.png').write_bytes(b'')
     Image.fromarray((np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)).save(img/'grey16.png')
-    c['trunc_png'] = variant('dataset_trunc.json', set_file('trunc.png'))
+    c['trunc_png'] = variant('dataset_trunc.json', lambda dd: [e.update(filename='trunc.png') for e in dd['images'] if e['split'] == 'train'])
     def several_bad(dd):
         tr = [e for e in dd['images'] if e['split'] == 'train']
         tr[0]['filename'] = 'trunc.png'; tr[1]['filename'] = 'gone.png'; tr[2]['sentences'] = []; tr[3]['filename'] = 'grey16.png'
@@ -103,6 +103,8 @@ def corpus(tmp_path_factory):
     ('good', ['--preset', 'nope'], ["unknown preset 'nope'"]),
     ('good', ['--cache-views', '2'], ['--cache-views needs --cache-features']),
     ('good', ['--plugin', '{root}/nope.py'], ['nope.py']),
+    ('good', ['--set', 'train.best_key=rsumm'], ["train.best_key='rsumm'", 'validation reports i2t_r1']),
+    ('good', ['--set', 'train.device=gpu'], ["train.device='gpu' must be 'auto', 'cpu'"]),
 ])
 def test_train_input_errors(corpus, tmp_path, capsys, case, extra, parts):
     out = tmp_path/'out'
@@ -130,12 +132,23 @@ def test_existing_run_is_never_replaced(corpus, capsys):
     assert snapshot(corpus['run']) == before
 
 
+def test_folder_of_the_python_api_is_a_run(corpus, tmp_path, capsys):
+    "A folder with only a checkpoint (the Python `fit` writes no run.json) is not replaced; a failed run never removes the user's files."
+    out = tmp_path/'fitrun'; shutil.copytree(corpus['run']/'last', out/'last')
+    one_line_error(cli(train_main, ['--data', corpus['good'], '--out', out] + TRAIN, capsys), 'aair_train', 'holds a run already')
+    mine = tmp_path/'mine'; mine.mkdir(); (mine/'config.json').write_text('{"mine": 1}')
+    one_line_error(cli(train_main, ['--data', corpus['good'], '--out', mine] + TRAIN, capsys), 'aair_train', 'holds a run already (config.json)')
+    (mine/'config.json').unlink(); (mine/'notes.txt').write_text('x')     # a file no run writes: the run may use the folder
+    one_line_error(cli(train_main, ['--data', corpus['trunc_png'], '--out', mine] + TRAIN, capsys), 'aair_train', 'cannot read image')
+    assert [p.name for p in mine.iterdir()] == ['notes.txt'] and (mine/'notes.txt').read_text() == 'x'
+
+
 def test_resume_of_nothing(tmp_path, capsys):
     one_line_error(cli(train_main, ['--out', tmp_path/'empty', '--resume'], capsys), 'aair_train', 'no run to resume', 'drop --resume')
 
 
 def test_unreadable_image_mid_training_leaves_nothing(corpus, tmp_path, capsys):
-    "A truncated PNG is found when its batch is read (only --skip-bad decodes every image up front): one line, no half run folder."
+    "Truncated PNGs are found when their batch is read (only --skip-bad decodes every image up front): one line, no half run folder."
     out = tmp_path/'trunc'
     one_line_error(cli(train_main, ['--data', corpus['trunc_png'], '--out', out] + TRAIN, capsys), 'aair_train', 'trunc.png: cannot read image')
     assert not out.exists()
@@ -200,7 +213,9 @@ def test_eval_bad_checkpoints(corpus, tmp_path, capsys):
     assert cli(eval_main, [run, '--quiet', '--out', tmp_path/'e.json'], capsys) == (0, '')
     assert json.loads((tmp_path/'e.json').read_text())['checkpoint'] == 'last'
     s = run/'last'/'state.pt'; s.write_bytes(s.read_bytes()[:200])
+    saved = (run/'run.json').read_bytes()
     one_line_error(cli(train_main, ['--out', run, '--resume', '--max-steps', '3', '--quiet'], capsys), 'aair_train', 'state.pt: cannot read the training state')
+    assert (run/'run.json').read_bytes() == saved                   # a failed resume leaves the run's config as it was
     cfg = json.loads((run/'run.json').read_text()); cfg['model']['embed_dim'] = 48; (run/'run.json').write_text(json.dumps(cfg))
     one_line_error(cli(eval_main, [run, '--quiet'], capsys), 'aair_eval', 'the weights do not fit this model', 'tensor(s) of another shape')
     shutil.rmtree(run/'last')
@@ -242,6 +257,26 @@ def test_search_errors(corpus, capsys, argv, code, part):
     res = cli(search_main, [corpus['run']] + [a.format(img=corpus['img']) for a in argv], capsys)
     if code == 1: one_line_error(res, 'aair_search', part)
     else: assert res[0] == 2 and part in res[1].splitlines()[-1], res
+
+
+def test_search_draws_at_most_max_drawn(corpus, tmp_path, capsys, monkeypatch):
+    "All k results are printed; the picture holds MAX_DRAWN of them (here 3, so that an 8-image gallery can show the limit)."
+    import aair_nb.cli
+    monkeypatch.setattr(aair_nb.cli, 'MAX_DRAWN', 3)
+    out = tmp_path/'s.png'
+    assert cli(search_main, [corpus['run'], '--text', 'a red circle', '-k', 6, '--out', out], capsys) == (0, '')
+    printed = capsys.readouterr().out
+    assert len([l for l in printed.splitlines() if l[:2].rstrip('.').isdigit()]) == 6 and '(the first 3 of 6)' in printed
+    with Image.open(out) as im: assert im.width <= 3 * 240
+
+
+def test_eval_with_moved_images(corpus, tmp_path, capsys):
+    "The run's data set with its images in another folder: --images alone points aair_eval there."
+    run = _copy_run(corpus, tmp_path)
+    moved = tmp_path/'moved'; shutil.copytree(corpus['img'], moved)
+    cfg = json.loads((run/'run.json').read_text()); cfg['data']['images'] = str(tmp_path/'gone'); (run/'run.json').write_text(json.dumps(cfg))
+    one_line_error(cli(eval_main, [run, '--quiet', '--out', tmp_path/'e.json'], capsys), 'aair_eval', 'gone', '--images')
+    assert cli(eval_main, [run, '--images', moved, '--quiet', '--out', tmp_path/'e.json'], capsys) == (0, '')
 
 
 @pytest.mark.parametrize('k, shown', [(1, 1), (3, 3), (5000, 8)])
