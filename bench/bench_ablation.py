@@ -6,6 +6,9 @@ Every row is `aair_train` (the same trainer, evaluator and data as the main job)
 `--seeds`. The last row also reports the fusion re-ranking of the top 16. Writes bench/results/ablation.json (every
 run) and bench/results/ablation.md (mean and standard deviation over seeds), or the same files in RESULTS.
 
+Resumable: each finished run is appended at once to RESULTS/ablation_runs.jsonl, keyed by its flags, seed, steps,
+batch size and data set; a run already there is skipped when the script runs again (delete the file to start over).
+
     python bench/bench_ablation.py                        # 6 rows x 3 seeds
     python bench/bench_ablation.py --steps 200 --seeds 0  # a quick look
     python bench/bench_ablation.py --smoke                # 6 rows x 1 seed, 2 steps at batch 8 on 8/4/4 images; temporary folder
@@ -14,7 +17,7 @@ import argparse, json, os, statistics, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _bench import add_common, results_dir, tiny_shapes
+from _bench import add_common, results_dir, tiny_shapes, portable
 
 KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum']
 AAIR = lambda pool, ims, lmim, itm: ['--set', f'model.pool={pool}', f'model.w_ims={ims}', f'model.w_lmim={lmim}', f'model.w_itm={itm}']
@@ -71,18 +74,26 @@ def main():
     out = results_dir(a, 'bench_ablation')
     t0, runs = time.time(), []
     ladder = [LADDER[i] for i in a.rows] if a.rows else LADDER
+    log = out/'ablation_runs.jsonl'                                # one finished run per line, written at once
+    done = {json.dumps(r['key']): r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     with tempfile.TemporaryDirectory() as work:
         if a.smoke and not a.data: a.data = str(tiny_shapes(Path(work)/'shapes'))
+        data = 'shapes' if a.data is None else 'smoke shapes' if a.smoke else portable(a.data)
         for i, (name, flags) in enumerate(ladder):
             for seed in a.seeds:
+                key = dict(flags=flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
+                if json.dumps(key) in done:
+                    runs.append({**done[json.dumps(key)], 'row': name}); print(f"{name} seed {seed}: done before, skipped", flush=True); continue
                 m = run_row(flags, a.steps, seed, Path(work)/f'row{i}_seed{seed}', a.batch_size, a.data)
-                runs.append(dict(row=name, flags=flags, seed=seed, itc=m['itc'], train_seconds=m['train_seconds'],
-                                 **({'rerank': m['rerank']} if 'rerank' in m else {})))
+                r = dict(row=name, flags=flags, seed=seed, itc=m['itc'], train_seconds=m['train_seconds'],
+                         **({'rerank': m['rerank']} if 'rerank' in m else {}), key=key)
+                with open(log, 'a') as f: f.write(json.dumps(r) + '\n')
+                runs.append(r)
                 print(f"{name} seed {seed}: rsum {m['itc']['rsum']:.1f}" + (f", re-ranked {m['rerank']['rsum']:.1f}" if 'rerank' in m else '')
                       + f" ({m['train_seconds']:.0f} s)", flush=True)
     meta = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), steps=a.steps, seeds=a.seeds,
-                batch_size=a.batch_size, minutes=(time.time() - t0) / 60,
-                **({'smoke': True} if a.smoke else {}), **({'data': a.data} if a.data else {}))
+                batch_size=a.batch_size, minutes=(time.time() - t0) / 60, train_minutes=sum(r['train_seconds'] for r in runs) / 60,
+                **({'smoke': True} if a.smoke else {}), **({'data': data} if a.data else {}))
     rows = summarise(runs)
     (out/'ablation.json').write_text(json.dumps(dict(meta=meta, rows=rows, runs=runs), indent=2))
     (out/'ablation.md').write_text(markdown(rows, meta))

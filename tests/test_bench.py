@@ -102,6 +102,20 @@ def test_ablation(smokes):
     assert all('rerank' not in r for r in a['runs'][:-1]), "only the last ladder row has a fusion encoder"
 
 
+def test_ablation_resumes(smokes):
+    "Run again into the same results folder, the ablation skips every finished run (read from ablation_runs.jsonl) and reports the same rows."
+    res = _finish(smokes, 'bench_ablation')
+    before = json.loads((res/'ablation.json').read_text())
+    lines = (res/'ablation_runs.jsonl').read_text().splitlines()
+    assert len(lines) == len(before['runs'])
+    r = subprocess.run([sys.executable, 'bench/bench_ablation.py', '--smoke', '--results', str(res)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=TIMEOUT, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count('done before, skipped') == len(lines)
+    after = json.loads((res/'ablation.json').read_text())
+    assert after['rows'] == before['rows'] and (res/'ablation_runs.jsonl').read_text().splitlines() == lines
+
+
 def test_rsicd(smokes):
     res = _finish(smokes, 'bench_rsicd')
     check_keys(res, 'rsicd.json')
