@@ -14,7 +14,7 @@ from .metrics import format_metrics
 from .contract import Embedded, build, import_models, preset_names
 from .cache import cached_features, CachedFeatureSet, CachedCollate
 from .config import RunConfig, resolve_run, apply_sets, resolve_data, data_source, load_split
-from .train import Trainer, load_checkpoint, recover_checkpoint, checkpoint_dir, CheckpointError, _write_json
+from .train import Trainer, load_checkpoint, checkpoint_dir, CheckpointError, _write_json
 from .metrics import metrics_from_ranks
 from .evaluate import Encoded, evaluate, evaluate_fn, encode_dataset, similarities, pair_score_fn, _device_of
 
@@ -222,7 +222,7 @@ def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     metrics = dict(recall_tables(model, splits['test'], tok, cfg.eval.rerank_k, cfg.eval.views, caches.get('test'), not args.quiet),
                    split='test', views=cfg.eval.views, checkpoint=run_checkpoint(out, 'best').name, config=cfg.to_dict(),
                    train_seconds=round(train_secs, 1), **({'cache_seconds': round(cache_secs, 1)} if caches else {}))
-    _write_json(out/'metrics.json', json.loads(json.dumps(metrics, default=float)))
+    _write_json(out/'metrics.json', metrics)
     print_table(metrics)
     print(f"trained in {train_secs/60:.1f} min" + (f" (features cached in {cache_secs/60:.1f} min)" if caches else '') + f"; wrote {out/'metrics.json'}")
     return metrics
@@ -234,11 +234,10 @@ def run_train(argv=None) -> dict:
     with run_lock(out):
         cfg, splits = _inputs(args, out)                              # bad input fails here, before anything is written
         if args.overwrite and not args.resume: _remove(run_files(out))
-        before = set(out.iterdir())                                   # the user's own files: never removed
         try: return _train_and_test(args, out, cfg, splits)
         except BaseException:                                         # a fresh run that saved no checkpoint leaves nothing behind
             if not args.resume and not (checkpoint_dir(out/'last')/'model.safetensors').exists():
-                _remove([p for p in run_files(out) if p not in before])
+                _remove(run_files(out))                               # all its own: a fresh run starts with none (`_inputs`)
             raise
 
 def _sigterm(signum, frame): raise KeyboardInterrupt
@@ -321,7 +320,7 @@ def run_eval(argv=None) -> dict:
     metrics = dict(recall_tables(model, ds, tok, rerank_k, views, cache, not args.quiet), split=args.split, views=views,
                    data=cfg.data.to_dict(), checkpoint=run_checkpoint(args.run, args.checkpoint).name)
     out = Path(args.out or Path(args.run)/f'eval_{args.split}.json')
-    _write_json(out, json.loads(json.dumps(metrics, default=float)))
+    _write_json(out, metrics)
     print_table(metrics); print(f"wrote {out}")
     return metrics
 

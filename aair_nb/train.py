@@ -147,7 +147,7 @@ def _atomic(path, write:Callable) -> Path:
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
-def _write_json(path, obj) -> Path: return _atomic(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2)))
+def _write_json(path, obj) -> Path: return _atomic(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2, default=float)))   # NumPy scalars as floats
 
 class CheckpointError(ValueError):
     "A checkpoint that cannot be loaded: missing, cut short, corrupt, or of another model; the message names the file."

@@ -3,7 +3,7 @@
 usage error (2), a counted skip, or correct output, and must not change anything already in a run folder.
 The corpus is generated here from a small shapes set; one tiny run (two steps) is trained for the commands that read
 a run folder."""
-import hashlib, json, os, shutil, signal, subprocess, sys, time, warnings
+import hashlib, json, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ and random bytes. Whatever the file holds, a loader either returns a consistent 
 entries, or raises a `BadDataError` / `FileNotFoundError` that names the file; with `skip_bad=True` it never fails on
 a bad entry, only counts it."""
 import json, warnings
-from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
