@@ -27,11 +27,18 @@ def ims_loss(v:torch.Tensor, # [B, d] online image embeddings (first augmentatio
              temp:float|torch.Tensor, # Temperature tau (a float or `Temperature()()`)
              v_queue:tuple|None=None, # (feats [K, d], ids [K]) past momentum image embeddings, or None
              t_queue:tuple|None=None, # (feats [K, d], ids [K]) past momentum caption embeddings, or None
+             views:str='both', # 'both' modalities, 'images' or 'captions' only
             ) -> torch.Tensor:
     "Intra-modal separability: mean of image-vs-[v_m; image queue] and caption-vs-[t_m; text queue] contrastive losses."
+    if views not in ('both', 'images', 'captions'): raise ValueError(f"views must be 'both', 'images' or 'captions', not {views!r}")
     B, d = v.shape
     for x, n in [(v_m, 'v_m'), (t, 't'), (t_m, 't_m')]: check_shape(x, (B, d), n)
     check_shape(ids, (B,), 'ids')
-    kv, kv_ids = _with_queue(v_m, ids, v_queue, 'v_queue')                # [B+K, d], [B+K]
-    kt, kt_ids = _with_queue(t_m, ids, t_queue, 't_queue')                # [B+K', d], [B+K']
-    return (contrastive_loss(v, kv, ids, kv_ids, temp) + contrastive_loss(t, kt, ids, kt_ids, temp)) / 2
+    terms = []
+    if views != 'captions':
+        kv, kv_ids = _with_queue(v_m, ids, v_queue, 'v_queue')            # [B+K, d], [B+K]
+        terms.append(contrastive_loss(v, kv, ids, kv_ids, temp))
+    if views != 'images':
+        kt, kt_ids = _with_queue(t_m, ids, t_queue, 't_queue')            # [B+K', d], [B+K']
+        terms.append(contrastive_loss(t, kt, ids, kt_ids, temp))
+    return sum(terms) / len(terms)

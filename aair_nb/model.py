@@ -43,6 +43,12 @@ class AAIRConfig(ModelConfig):
     rerank_itc: float = 1.0     # re-ranking score: ITM log-odds + rerank_itc x ITC logit (0 = ITM alone; notebook 15)
     image_drop: float = 0.0     # training: drop each image local with this probability (VSE-infinity's size augmentation)
     text_drop: float = 0.0      # training: drop each caption token with this probability
+    ims_views: str = 'captions' # IMS on the 'captions' only (measured best, see below), 'images' only, or 'both' (as published)
+    lmim_views: str = 'captions'  # LMIM on the 'captions' only (measured best), 'images' only, or 'both' (as published)
+    aux_temp: str = 'shared'    # IMS and LMIM use ITC's learned temperature ('shared') or one each of their own ('own')
+    lmim_locals: str = 'momentum'  # LMIM's targets: the locals of the 'momentum' encoder (AAIR) or of the 'online' one
+    aux_warmup: int = 0         # ramp the IMS and LMIM weights linearly from 0 to 1 over this many training batches
+    vse_warmup: int = 0         # align_loss 'vse': hinge summed over all negatives for this many training batches, then hardest
 
 # %% ../nbs/13_model.ipynb #85655dec
 class AAIR(RetrievalModel):
@@ -51,11 +57,15 @@ class AAIR(RetrievalModel):
     def __init__(self, config:AAIRConfig):
         super().__init__(config)                                     # the two encoders
         c = config
-        if c.align_loss not in ('itc', 'vse'): raise ValueError(f"align_loss must be 'itc' or 'vse', got {c.align_loss!r}")
+        for field, ok in [('align_loss', ('itc', 'vse')), ('ims_views', ('both', 'images', 'captions')),
+                          ('lmim_views', ('both', 'images', 'captions')), ('aux_temp', ('shared', 'own')), ('lmim_locals', ('momentum', 'online'))]:
+            if getattr(c, field) not in ok: raise ValueError(f"{field} must be one of {ok}, got {getattr(c, field)!r}")
         dv, dt = self.image_encoder.out_dim, self.text_encoder.out_dim
         self.img_proj, self.txt_proj = nn.Linear(dv, c.embed_dim), nn.Linear(dt, c.embed_dim)
         self.img_pool, self.txt_pool = build_pool(c.pool), build_pool(c.pool)
         self.temp = Temperature(c.temp)
+        if c.aux_temp == 'own': self.temp_ims, self.temp_lmim = Temperature(c.temp), Temperature(c.temp)
+        if c.aux_warmup or c.vse_warmup: self.register_buffer('seen', torch.zeros((), dtype=torch.long))  # training batches; saved
         self.uses_momentum = (c.align_loss == 'itc' and c.w_itc > 0) or c.w_ims > 0 or c.w_lmim > 0
         self.model_pairs = []
         if self.uses_momentum: self._momentum_copies()
@@ -128,18 +138,26 @@ def forward(self:AAIR, batch:dict) -> dict:
     T, tmask_all = self.text_encoder(batch['texts'])                          # [B, Nt, Dt]
     if self.training and c.image_drop: vmask = drop_locals(vmask, c.image_drop)  # the momentum branch keeps all
     tmask = drop_locals(tmask_all, c.text_drop) if self.training and c.text_drop else tmask_all
-    v, _ = _embed(Features(V, vmask), self.img_proj, self.img_pool)           # [B, d]
-    t, _ = _embed(Features(T, tmask), self.txt_proj, self.txt_pool)           # [B, d]
+    v, Vp = _embed(Features(V, vmask), self.img_proj, self.img_pool)          # [B, d], [B, Nv, d]
+    t, Tp = _embed(Features(T, tmask), self.txt_proj, self.txt_pool)          # [B, d], [B, Nt, d]
     tau, out = self.temp(), {}
+    if self.training and hasattr(self, 'seen'): self.seen += 1
+    warm = self.seen.item() if hasattr(self, 'seen') else None                # training batches so far, this one included
     if self.uses_momentum: mom = self._momentum_branch(batch, Features(T, tmask_all))
     if c.w_itc > 0:
-        if c.align_loss == 'vse': out['vse'] = vse_hinge_loss(v, t, ids, margin=c.vse_margin)
+        if c.align_loss == 'vse':
+            out['vse'] = vse_hinge_loss(v, t, ids, margin=c.vse_margin, hardest=not (self.training and warm is not None and warm <= c.vse_warmup))
         else: out['itc'] = itc_loss(v, t, tau, ids, v_keys=torch.cat([mom['v'], mom['qv'][0]]), t_keys=torch.cat([mom['t'], mom['qt'][0]]),
                                     key_ids=torch.cat([ids, mom['qv'][1]]))
-    if c.w_ims > 0: out['ims'] = ims_loss(v, mom['v'], t, mom['t'], ids, tau, v_queue=mom['qv'], t_queue=mom['qt'])
-    if c.w_lmim > 0: out['lmim'] = self._lmim_loss(v, t, mom, ids, tau)
+    own = c.aux_temp == 'own'
+    if c.w_ims > 0: out['ims'] = ims_loss(v, mom['v'], t, mom['t'], ids, self.temp_ims() if own else tau,
+                                          v_queue=mom['qv'], t_queue=mom['qt'], views=c.ims_views)
+    if c.w_lmim > 0:
+        loc = mom if c.lmim_locals == 'momentum' else dict(Vp=Vp, vmask=vmask, Tp=Tp, tmask=tmask)
+        out['lmim'] = self._lmim_loss(v, t, loc, ids, self.temp_lmim() if own else tau)
     if self.can_rerank: out['itm'] = self._itm_loss(V, vmask, T, tmask, v, t, ids, tau)
-    weights = dict(itc=c.w_itc, vse=c.w_itc, ims=c.w_ims, lmim=c.w_lmim, itm=c.w_itm)
+    ramp = min(1., warm / c.aux_warmup) if self.training and c.aux_warmup else 1.   # as ALBEF ramps its distillation weight
+    weights = dict(itc=c.w_itc, vse=c.w_itc, ims=c.w_ims * ramp, lmim=c.w_lmim * ramp, itm=c.w_itm)
     out['loss'] = sum(weights[k] * l for k, l in out.items())
     if self.uses_momentum:
         self.img_queue.enqueue(mom['v'], ids); self.txt_queue.enqueue(mom['t'], ids)
@@ -158,11 +176,16 @@ def _momentum_branch(self:AAIR, batch:dict, text:Features) -> dict:
     return dict(v=v_m, t=t_m, Vp=Vp_m, vmask=vmask_m, Tp=Tp_m, tmask=tmask_m, qv=self.img_queue.get(), qt=self.txt_queue.get())
 
 @patch
-def _lmim_loss(self:AAIR, v, t, mom:dict, ids, tau):
-    "LMIM of both modalities: each global embedding against its own momentum locals (grid-pooled image cells, words)."
-    Lv, Lv_mask = pool_grid(mom['Vp'], mom['vmask'], grid=self.config.lmim_grid)    # [B, g*g, d] ([CLS] dropped)
-    Lt_mask = mom['tmask'].clone(); Lt_mask[:, 0] = False                           # text locals: the words, not [CLS]
-    return (lmim_loss(v, l2norm(Lv), Lv_mask, tau, ids) + lmim_loss(t, l2norm(mom['Tp']), Lt_mask, tau, ids)) / 2
+def _lmim_loss(self:AAIR, v, t, loc:dict, ids, tau):
+    "LMIM of both modalities: each global embedding against its own projected locals `loc` (grid-pooled image cells, words)."
+    terms, views = [], self.config.lmim_views
+    if views != 'captions':
+        Lv, Lv_mask = pool_grid(loc['Vp'], loc['vmask'], grid=self.config.lmim_grid)    # [B, g*g, d] ([CLS] dropped)
+        terms.append(lmim_loss(v, l2norm(Lv), Lv_mask, tau, ids))
+    if views != 'images':
+        Lt_mask = loc['tmask'].clone(); Lt_mask[:, 0] = False                           # text locals: the words, not [CLS]
+        terms.append(lmim_loss(t, l2norm(loc['Tp']), Lt_mask, tau, ids))
+    return sum(terms) / len(terms)
 
 # %% ../nbs/13_model.ipynb #dr0pc0de
 def drop_locals(mask:torch.Tensor, # [B, N] bool, True = valid local

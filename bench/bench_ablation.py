@@ -1,17 +1,24 @@
-"""The ablation ladder on the generated shapes set: each component of AAIR added in turn, at one fixed step budget.
+"""Does each part of AAIR earn its place? Two studies through the same `aair_train` as the main job, at one fixed budget.
 
-Every row is `aair_train` (the same trainer, evaluator and data as the main job) with the registered baseline
-(`--model vsepp`, `--model itc`) or AAIR's loss weights and pooling set by `--set model.KEY=VALUE`, trained for
-`--steps` optimizer steps at batch 64 and tested on the shapes test split (250 images, 1,250 captions), for each of
-`--seeds`. The last row also reports the fusion re-ranking of the top 16. Writes bench/results/ablation.json (every
-run) and bench/results/ablation.md (mean and standard deviation over seeds), or the same files in RESULTS.
+`--study ladder` (default): each component added in turn, every row the same number of optimizer steps and the same
+schedule, reported on the test split (and the validation split that picked its checkpoint). `--study recipe`:
+experiments on *how* the auxiliary losses are added (their weights, temperatures, warm-up, where LMIM's locals come
+from, which modality each acts on), reported on the validation split only: these pick the recipe, the ladder then tests it.
+
+Every row is `aair_train` with the registered baseline (`--model vsepp`, `--model itc`) or AAIR's fields set by
+`--set model.KEY=VALUE`, for each of `--seeds`. The rows with a fusion encoder also report re-ranking of the top 16.
+Data: the generated shapes set (2,000 / 250 / 250 images, `tiny` preset) or, with `--data`, a Karpathy JSON such as
+RSICD with the `small` preset on cached features (the recipe of bench_rsicd.py; each row then takes tens of minutes).
+Writes bench/results/{ablation,recipe}[_NAME].json (every run) and .md (mean ± standard deviation over seeds), or the
+same files in RESULTS; NAME is the data set's folder name for data other than shapes.
 
 Resumable: each finished run is appended at once to RESULTS/ablation_runs.jsonl, keyed by its flags, seed, steps,
 batch size and data set; a run already there is skipped when the script runs again (delete the file to start over).
 
-    python bench/bench_ablation.py                        # 6 rows x 3 seeds
-    python bench/bench_ablation.py --steps 200 --seeds 0  # a quick look
-    python bench/bench_ablation.py --smoke                # 6 rows x 1 seed, 2 steps at batch 8 on 8/4/4 images; temporary folder
+    python bench/bench_ablation.py                                 # the ladder: 7 rows x 3 seeds, 780 steps (the main job's)
+    python bench/bench_ablation.py --study recipe --seeds 0 1      # the recipe experiments, on val
+    python bench/bench_ablation.py --data ../shared/data/rsicd/dataset_rsicd.json --steps 1500 --seeds 0 1
+    python bench/bench_ablation.py --smoke                         # every ladder row, 1 seed, 2 steps at batch 8 on 8/4/4 images
 """
 import argparse, json, os, statistics, tempfile, time
 from datetime import datetime, timezone
@@ -19,86 +26,152 @@ from pathlib import Path
 
 from _bench import add_common, results_dir, tiny_shapes, portable
 
-KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum']
-AAIR = lambda pool, ims, lmim, itm: ['--set', f'model.pool={pool}', f'model.w_ims={ims}', f'model.w_lmim={lmim}', f'model.w_itm={itm}']
+KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum', 'mR']
+AAIR = lambda pool, ims, lmim, itm, *more: ['--set', f'model.pool={pool}', f'model.w_ims={ims}', f'model.w_lmim={lmim}', f'model.w_itm={itm}', *more]
+CAPTIONS = ['model.ims_views=captions', 'model.lmim_views=captions']   # the recipe study's finding: both on the captions only
 LADDER = [  # (row name, aair_train flags); vsepp / itc: align_loss vse / itc, mean pooling, w_ims = w_lmim = w_itm = 0
-    ('VSE++ hinge, mean pooling', ['--model', 'vsepp']),
+    ('VSE++ hinge, mean pooling (all negatives for 156 steps)', ['--model', 'vsepp', '--set', 'model.vse_warmup=156']),
     ('ITC, mean pooling', ['--model', 'itc']),
-    ('ITC + IMS, mean pooling', AAIR('mean', 1, 0, 0)),
-    ('ITC + IMS + LMIM, mean pooling', AAIR('mean', 1, 0.5, 0)),
-    ('ITC + IMS + LMIM, GPO', AAIR('gpo', 1, 0.5, 0)),
-    ('AAIR: + ITM (ITC ranking)', AAIR('gpo', 1, 0.5, 1)),
+    ('+ IMS on captions', AAIR('mean', 1, 0, 0, 'model.ims_views=captions')),
+    ('+ LMIM on captions', AAIR('mean', 1, 0.5, 0, *CAPTIONS)),
+    ('GPO instead of mean pooling', AAIR('gpo', 1, 0.5, 0, *CAPTIONS)),
+    ('+ ITM = AAIR, ITC ranking', AAIR('gpo', 1, 0.5, 1, *CAPTIONS)),
+    ("AAIR, IMS and LMIM on both modalities (as published), ITC ranking", AAIR('gpo', 1, 0.5, 1, 'model.ims_views=both', 'model.lmim_views=both')),
 ]
+RECIPE = [  # experiments on the validation split: each changes one thing of how the losses join (mean pooling, no ITM unless named)
+    ('ITC alone', ['--model', 'itc']),
+    ('+ IMS', AAIR('mean', 1, 0, 0)),
+    ('+ IMS, weight 0.1', AAIR('mean', 0.1, 0, 0)),
+    ('+ IMS, own temperatures', AAIR('mean', 1, 0, 0, 'model.aux_temp=own')),
+    ('+ IMS, images only', AAIR('mean', 1, 0, 0, 'model.ims_views=images')),
+    ('+ IMS, images only, weight 0.1', AAIR('mean', 0.1, 0, 0, 'model.ims_views=images')),
+    ('+ IMS, captions only', AAIR('mean', 1, 0, 0, 'model.ims_views=captions')),
+    ('+ LMIM 0.5', AAIR('mean', 0, 0.5, 0)),
+    ('+ LMIM 0.05', AAIR('mean', 0, 0.05, 0)),
+    ('+ LMIM 0.5, online locals', AAIR('mean', 0, 0.5, 0, 'model.lmim_locals=online')),
+    ('+ LMIM 0.5, images only', AAIR('mean', 0, 0.5, 0, 'model.lmim_views=images')),
+    ('+ LMIM 0.5, captions only', AAIR('mean', 0, 0.5, 0, 'model.lmim_views=captions')),
+    ('+ IMS + LMIM 0.5', AAIR('mean', 1, 0.5, 0)),
+    ('+ IMS + LMIM 0.5, ramped over 156 steps', AAIR('mean', 1, 0.5, 0, 'model.aux_warmup=156')),
+    ('+ IMS 0.1 + LMIM 0.05', AAIR('mean', 0.1, 0.05, 0)),
+    ('+ IMS 0.1 + LMIM 0.05, GPO', AAIR('gpo', 0.1, 0.05, 0)),
+    ('+ IMS 0.1 + LMIM 0.05, GPO, + ITM', AAIR('gpo', 0.1, 0.05, 1)),
+    ('+ IMS captions only + LMIM 0.05', AAIR('mean', 1, 0.05, 0, 'model.ims_views=captions')),
+    ('+ IMS captions only + LMIM 0.05, GPO', AAIR('gpo', 1, 0.05, 0, 'model.ims_views=captions')),
+    ('+ IMS captions only + LMIM 0.05, GPO, + ITM', AAIR('gpo', 1, 0.05, 1, 'model.ims_views=captions')),
+    ('+ IMS + LMIM 0.5, captions only', AAIR('mean', 1, 0.5, 0, 'model.ims_views=captions', 'model.lmim_views=captions')),
+    ('+ IMS + LMIM 0.5, captions only, GPO', AAIR('gpo', 1, 0.5, 0, 'model.ims_views=captions', 'model.lmim_views=captions')),
+    ('+ IMS + LMIM 0.5, captions only, GPO, + ITM', AAIR('gpo', 1, 0.5, 1, 'model.ims_views=captions', 'model.lmim_views=captions')),
+    ('VSE++ hinge (hardest negative)', ['--model', 'vsepp']),
+    ('VSE++ hinge, all negatives for 156 steps', ['--model', 'vsepp', '--set', 'model.vse_warmup=156']),
+]
+STUDIES = dict(ladder=LADDER, recipe=RECIPE)
 SMOKE = dict(steps=2, seeds=[0], batch_size=8)
 
 
-def run_row(flags:list, steps:int, seed:int, out:Path, batch_size:int=64, data:str|None=None) -> dict:
-    "One `aair_train` run into `out` (on the shapes set, or the Karpathy JSON `data`); its metrics.json."
+def run_row(flags:list, steps:int, seed:int, out:Path, batch_size:int=64, data:str|None=None, extra:list=()) -> dict:
+    "One `aair_train` run into `out` (on the shapes set, or the Karpathy JSON `data`); its metrics.json and best validation."
     from aair_nb.cli import run_train
-    return run_train(['--out', str(out), '--overwrite', '--max-steps', str(steps), '--epochs', '100', '--seed', str(seed), '--batch-size', str(batch_size),
-                      '--quiet'] + (['--data', str(data)] if data else []) + flags)
+    m = run_train(['--out', str(out), '--overwrite', '--max-steps', str(steps), '--epochs', '100', '--seed', str(seed), '--batch-size', str(batch_size),
+                   '--quiet'] + (['--data', str(data)] if data else []) + list(extra) + flags)
+    return dict(m, val=best_val(json.loads((out/'history.json').read_text())))
 
 
-def summarise(runs:list) -> list:
-    "Mean and standard deviation over seeds of each row (the AAIR row twice: ITC ranking and re-ranked)."
-    rows = []
-    for name, _ in LADDER:
+def best_val(history:dict, key:str='rsum') -> dict:
+    "The validation metrics of the evaluation that picked the `best` checkpoint (the highest `key`)."
+    i = max(range(len(history['val_step'])), key=lambda j: history[f'val_{key}'][j])
+    return {k: history[f'val_{k}'][i] for k in KEYS} | dict(step=history['val_step'][i])
+
+
+def _stats(rs:list, key:str) -> dict:
+    vals = {k: [r[key][k] for r in rs] for k in KEYS}
+    return dict(mean={k: statistics.mean(v) for k, v in vals.items()}, std={k: statistics.stdev(v) if len(v) > 1 else 0. for k, v in vals.items()})
+
+
+def summarise(runs:list, rows:list) -> list:
+    "Mean and standard deviation over seeds of each row's test and validation metrics; a row named '... ITC ranking' also re-ranked."
+    out = []
+    for name, _ in rows:
         rs = [r for r in runs if r['row'] == name]
-        for label, key in [(name, 'itc')] + ([('AAIR: + ITM re-rank top-16', 'rerank')] if 'rerank' in rs[0] else []):
-            vals = {k: [r[key][k] for r in rs] for k in KEYS}
-            rows.append(dict(row=label, seeds=len(rs), mean={k: statistics.mean(v) for k, v in vals.items()},
-                             std={k: statistics.stdev(v) if len(v) > 1 else 0. for k, v in vals.items()}))
-    return rows
+        for label, key in [(name, 'itc')] + ([(name.replace('ITC ranking', 're-ranked top-16'), 'rerank')] if 'ITC ranking' in name else []):
+            out.append(dict(row=label, seeds=len(rs), test=_stats(rs, key), val=_stats(rs, 'val') if key == 'itc' else None))
+    return out
+
+
+def _cell(s:dict|None, k:str) -> str: return '' if s is None else f"{s['mean'][k]:.1f} ± {s['std'][k]:.1f}"
 
 
 def markdown(rows:list, meta:dict) -> str:
-    lines = [f"Shapes test split (250 images, 1,250 captions), `tiny` preset, {meta['steps']} steps at batch {meta['batch_size']} per run, "
-             f"seeds {meta['seeds']}; mean ± standard deviation over seeds. Measured {meta['date']}, "
-             f"{meta['minutes']:.0f} minutes in all on {meta['cpus']} CPU cores.", '',
-             '| row | ' + ' | '.join(k.replace('_r', ' R@') for k in KEYS) + ' |', '|---|' + '---:|' * len(KEYS)]
+    "The study's table: the ladder by its test recalls (and val), the recipe experiments by their validation recalls."
+    on_val = meta['study'] == 'recipe'
+    keys = [k for k in KEYS if k != ('mR' if meta['data'] == 'shapes' else 'rsum')]
+    head = (f"{meta['data_label']}, {meta['steps']} steps at batch {meta['batch_size']} per run, seeds {meta['seeds']}; mean ± standard "
+            f"deviation over seeds, {'validation split' if on_val else 'test split (last column: validation)'}. "
+            f"Measured {meta['date']}, {meta['train_minutes']:.0f} minutes of training on {meta['cpus']} CPU cores.")
+    lines = [head, '', '| row | ' + ' | '.join(k.replace('_r', ' R@') for k in keys) + ('' if on_val else f' | val {keys[-1]} |'),
+             '|---|' + '---:|' * (len(keys) + (not on_val))]
     for r in rows:
-        lines.append(f"| {r['row']} | " + ' | '.join(f"{r['mean'][k]:.1f} ± {r['std'][k]:.1f}" for k in KEYS) + ' |')
+        s = r['val'] if on_val else r['test']
+        lines.append(f"| {r['row']} | " + ' | '.join(_cell(s, k) for k in keys) + ('' if on_val else f" | {_cell(r['val'], keys[-1])} |"))
     return '\n'.join(lines) + '\n'
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--steps', type=int, default=600, help="optimizer steps per run (batch 64)")
+    p.add_argument('--study', choices=list(STUDIES), default='ladder', help="which rows: the component ladder (test) or the recipe experiments (val)")
+    p.add_argument('--steps', type=int, default=780, help="optimizer steps per run (780: the main job's 5 epochs of shapes at batch 64)")
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--rows', type=int, nargs='*', default=None, help="indices into the ladder (default: all)")
+    p.add_argument('--rows', type=int, nargs='*', default=None, help="indices into the study's rows (default: all)")
     p.add_argument('--batch-size', type=int, default=64, help="pairs per step")
-    p.add_argument('--data', default=None, help="Karpathy JSON (default: the generated shapes set, 2000/250/250 images)")
+    p.add_argument('--data', default=None, help="Karpathy JSON, trained with the `small` preset on cached features (default: the generated shapes set)")
     a = add_common(p).parse_args()
     if a.smoke: vars(a).update(SMOKE)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     out = results_dir(a, 'bench_ablation')
-    t0, runs = time.time(), []
-    ladder = [LADDER[i] for i in a.rows] if a.rows else LADDER
+    t0, runs, rows = time.time(), [], STUDIES[a.study]
+    chosen = [rows[i] for i in a.rows] if a.rows else rows
+    name = ('ablation' if a.study == 'ladder' else 'recipe') + ('_' + Path(a.data).resolve().parent.name if a.data and not a.smoke else '')
     log = out/'ablation_runs.jsonl'                                # one finished run per line, written at once
     done = {json.dumps(r['key']): r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     with tempfile.TemporaryDirectory() as work:
         if a.smoke and not a.data: a.data = str(tiny_shapes(Path(work)/'shapes'))
         data = 'shapes' if a.data is None else 'smoke shapes' if a.smoke else portable(a.data)
-        for i, (name, flags) in enumerate(ladder):
-            for seed in a.seeds:
-                key = dict(flags=flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
+        extra = [] if a.data is None or a.smoke else real_data_flags()
+        for seed in a.seeds:                                       # every row of one seed first: a stopped study has whole seeds
+            for i, (row, flags) in enumerate(chosen):
+                key = dict(flags=extra + flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
                 if json.dumps(key) in done:
-                    runs.append({**done[json.dumps(key)], 'row': name}); print(f"{name} seed {seed}: done before, skipped", flush=True); continue
-                m = run_row(flags, a.steps, seed, Path(work)/f'row{i}_seed{seed}', a.batch_size, a.data)
-                r = dict(row=name, flags=flags, seed=seed, itc=m['itc'], train_seconds=m['train_seconds'],
+                    runs.append({**done[json.dumps(key)], 'row': row}); print(f"{row} seed {seed}: done before, skipped", flush=True); continue
+                m = run_row(flags, a.steps, seed, Path(work)/f'row{i}_seed{seed}', a.batch_size, a.data, extra)
+                r = dict(row=row, flags=extra + flags, seed=seed, itc=m['itc'], val=m['val'], train_seconds=m['train_seconds'],
                          **({'rerank': m['rerank']} if 'rerank' in m else {}), key=key)
                 with open(log, 'a') as f: f.write(json.dumps(r) + '\n')
                 runs.append(r)
-                print(f"{name} seed {seed}: rsum {m['itc']['rsum']:.1f}" + (f", re-ranked {m['rerank']['rsum']:.1f}" if 'rerank' in m else '')
-                      + f" ({m['train_seconds']:.0f} s)", flush=True)
-    meta = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), steps=a.steps, seeds=a.seeds,
-                batch_size=a.batch_size, minutes=(time.time() - t0) / 60, train_minutes=sum(r['train_seconds'] for r in runs) / 60,
-                **({'smoke': True} if a.smoke else {}), **({'data': data} if a.data else {}))
-    rows = summarise(runs)
-    (out/'ablation.json').write_text(json.dumps(dict(meta=meta, rows=rows, runs=runs), indent=2))
-    (out/'ablation.md').write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
-    print(f"wrote {out/'ablation.json'} and {out/'ablation.md'}")
+                write(out, name, runs, chosen, a, data, t0)                # the tables so far: a stopped study still leaves them
+                print(f"{row} seed {seed}: val rsum {m['val']['rsum']:.1f}, test rsum {m['itc']['rsum']:.1f}"
+                      + (f", re-ranked {m['rerank']['rsum']:.1f}" if 'rerank' in m else '') + f" ({m['train_seconds']:.0f} s)", flush=True)
+    print(write(out, name, runs, chosen, a, data, t0))
+    print(f"wrote {out/name}.json and {out/name}.md")
+
+
+def write(out:Path, name:str, runs:list, chosen:list, a, data:str, t0:float) -> str:
+    "Write NAME.json (every run, the summary) and NAME.md (the table) for the rows that have runs; the table."
+    chosen = [(n, f) for n, f in chosen if any(r['row'] == n for r in runs)]
+    meta = dict(study=a.study, date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), steps=a.steps, seeds=a.seeds,
+                batch_size=a.batch_size, minutes=(time.time() - t0) / 60, train_minutes=sum(r['train_seconds'] for r in runs) / 60, data=data,
+                data_label=('Shapes (250 val / 250 test images, 5 captions each), `tiny` preset' if a.data is None else
+                            f"{data}, `small` preset on cached features" if not a.smoke else 'smoke shapes'),
+                **({'smoke': True} if a.smoke else {}))
+    summary = summarise(runs, chosen)
+    (out/f'{name}.json').write_text(json.dumps(dict(meta=meta, rows=summary, runs=runs), indent=2))
+    (out/f'{name}.md').write_text(md := markdown(summary, meta))
+    return md
+
+
+def real_data_flags() -> list:
+    "The `small` preset on cached features, as bench_rsicd.py trains it (without its re-ranking depth: the rows set it)."
+    from bench_rsicd import FLAGS
+    return list(FLAGS)
 
 
 if __name__ == '__main__': main()

@@ -8,7 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH, RESULTS = ROOT/'bench', ROOT/'bench'/'results'
 FILES = {'bench_shapes': ['shapes_gen.json'], 'bench_metrics': ['metrics.json'], 'bench_speed': ['speed.json', 'speed.md'],
-         'bench_ablation': ['ablation.json', 'ablation.md'], 'bench_rsicd': ['rsicd.json', 'rsicd.md']}
+         'bench_ablation': ['ablation.json', 'ablation.md'], 'bench_rsicd': ['rsicd.json', 'rsicd.md'],
+         'bench_rerank': ['rerank.json', 'rerank.md']}
 OPTIONAL = {'rsicd.json': {'.meta.first_cache_minutes'}}   # keys a run writes only in some cases
 TIMEOUT = 240
 
@@ -98,8 +99,10 @@ def test_ablation(smokes):
     try: from bench_ablation import LADDER
     finally: sys.path.remove(str(BENCH))
     assert [r['row'] for r in a['runs']] == [n for n, _ in LADDER]
-    assert [r['row'] for r in a['rows']][-1] == 'AAIR: + ITM re-rank top-16' and 'rerank' in a['runs'][-1]
-    assert all('rerank' not in r for r in a['runs'][:-1]), "only the last ladder row has a fusion encoder"
+    fused = [n for n, _ in LADDER if 'ITC ranking' in n]                 # the rows with a fusion encoder
+    assert fused and all(('rerank' in r) == (r['row'] in fused) for r in a['runs'])
+    names = [r['row'] for r in a['rows']]
+    for n in fused: assert names[names.index(n) + 1] == n.replace('ITC ranking', 're-ranked top-16')   # each followed by its re-ranking
 
 
 def test_ablation_resumes(smokes):
@@ -114,6 +117,21 @@ def test_ablation_resumes(smokes):
     assert r.stdout.count('done before, skipped') == len(lines)
     after = json.loads((res/'ablation.json').read_text())
     assert after['rows'] == before['rows'] and (res/'ablation_runs.jsonl').read_text().splitlines() == lines
+
+
+def test_rerank(smokes):
+    "Every (w, k) setting on both splits after the first stage; re-ranking the top k only reorders them, so R@K for K >= k stays."
+    res = _finish(smokes, 'bench_rerank')
+    check_keys(res, 'rerank.json')
+    r = json.loads((res/'rerank.json').read_text())
+    for split in ('val', 'test'):
+        rows = [x for x in r['rows'] if x['split'] == split]
+        first = rows[0]
+        assert first['k'] == 0 and [(x['w'], x['k']) for x in rows[1:]] == [(w, k) for w in r['meta']['weights'] for k in r['meta']['ks']]
+        for x in rows:
+            assert abs(x['rsum'] - 6 * x['mR']) < 1e-6
+            if x['k'] == 2: assert (x['i2t_r5'], x['i2t_r10']) == (first['i2t_r5'], first['i2t_r10'])
+    assert '**' in (res/'rerank.md').read_text()
 
 
 def test_rsicd(smokes):
