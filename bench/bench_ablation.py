@@ -98,7 +98,9 @@ def summarise(runs:list, rows:list) -> list:
     return out
 
 
-def _cell(s:dict|None, k:str) -> str: return '' if s is None else f"{s['mean'][k]:.1f} ± {s['std'][k]:.1f}"
+def _cell(s:dict|None, k:str, n:int) -> str:
+    "mean ± sd over `n` seeds (the mean alone for one seed)."
+    return '' if s is None else f"{s['mean'][k]:.1f}" + (f" ± {s['std'][k]:.1f}" if n > 1 else '')
 
 
 def markdown(rows:list, meta:dict) -> str:
@@ -106,13 +108,14 @@ def markdown(rows:list, meta:dict) -> str:
     on_val = meta['study'] == 'recipe'
     keys = [k for k in KEYS if k != ('mR' if meta['data'] == 'shapes' else 'rsum')]
     head = (f"{meta['data_label']}, {meta['steps']} steps at batch {meta['batch_size']} per run, seeds {meta['seeds']}; mean ± standard "
-            f"deviation over seeds, {'validation split' if on_val else 'test split (last column: validation)'}. "
+            f"deviation over seeds, {'validation split' if on_val else 'test split (last column: validation, which picked the checkpoint)'}. "
             f"Measured {meta['date']}, {meta['train_minutes']:.0f} minutes of training on {meta['cpus']} CPU cores.")
-    lines = [head, '', '| row | ' + ' | '.join(k.replace('_r', ' R@') for k in keys) + ('' if on_val else f' | val {keys[-1]} |'),
-             '|---|' + '---:|' * (len(keys) + (not on_val))]
+    lines = [head, '', '| row | seeds | ' + ' | '.join(k.replace('_r', ' R@') for k in keys) + (' |' if on_val else f' | val {keys[-1]} |'),
+             '|---|---:|' + '---:|' * (len(keys) + (not on_val))]
     for r in rows:
         s = r['val'] if on_val else r['test']
-        lines.append(f"| {r['row']} | " + ' | '.join(_cell(s, k) for k in keys) + ('' if on_val else f" | {_cell(r['val'], keys[-1])} |"))
+        n = r['seeds']
+        lines.append(f"| {r['row']} | {n} | " + ' | '.join(_cell(s, k, n) for k in keys) + (' |' if on_val else f" | {_cell(r['val'], keys[-1], n)} |"))
     return '\n'.join(lines) + '\n'
 
 
@@ -123,6 +126,7 @@ def main():
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--rows', type=int, nargs='*', default=None, help="indices into the study's rows (default: all)")
     p.add_argument('--batch-size', type=int, default=64, help="pairs per step")
+    p.add_argument('--keep', type=Path, default=None, help="keep each run's folder (checkpoints, history) under this folder (default: deleted)")
     p.add_argument('--data', default=None, help="Karpathy JSON, trained with the `small` preset on cached features (default: the generated shapes set)")
     a = add_common(p).parse_args()
     if a.smoke: vars(a).update(SMOKE)
@@ -142,7 +146,7 @@ def main():
                 key = dict(flags=extra + flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
                 if json.dumps(key) in done:
                     runs.append({**done[json.dumps(key)], 'row': row}); print(f"{row} seed {seed}: done before, skipped", flush=True); continue
-                m = run_row(flags, a.steps, seed, Path(work)/f'row{i}_seed{seed}', a.batch_size, a.data, extra)
+                m = run_row(flags, a.steps, seed, (a.keep or Path(work))/f'row{i}_seed{seed}', a.batch_size, a.data, extra)
                 r = dict(row=row, flags=extra + flags, seed=seed, itc=m['itc'], val=m['val'], train_seconds=m['train_seconds'],
                          **({'rerank': m['rerank']} if 'rerank' in m else {}), key=key)
                 with open(log, 'a') as f: f.write(json.dumps(r) + '\n')

@@ -10,7 +10,8 @@ rsum (mR = rsum / 6 ranks the same); the test split is reported beside it, not u
 bench/results/rerank[_NAME].json and .md (NAME: the data set's folder name for data other than shapes), or the same
 files in RESULTS.
 
-    python bench/bench_rerank.py runs/aair            # a run of the main job (`aair_train --out runs/aair`)
+    python bench/bench_rerank.py runs/tiny_shapes     # the main job's run
+    python bench/bench_rerank.py RUNS/row5_seed0 --name "ladder: + ITM = AAIR, seed 0"   # a run kept by bench_ablation.py --keep RUNS
     python bench/bench_rerank.py --smoke              # 2 training steps on 8/4/4 shapes, then a 2 x 2 grid
 """
 import argparse, json, os, tempfile, time
@@ -65,6 +66,7 @@ def main():
     p.add_argument('--ks', type=int, nargs='+', default=[4, 8, 16, 32], help="re-ranking depths")
     p.add_argument('--weights', type=float, nargs='+', default=[0., 0.5, 1., 2.], help="weights w of the ITC logit in the score")
     p.add_argument('--checkpoint', default='best', choices=['best', 'last'])
+    p.add_argument('--name', default=None, help="how the table names the run (default: its folder)")
     a = add_common(p).parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     out = results_dir(a, 'bench_rerank')
@@ -77,9 +79,10 @@ def main():
         model, tok, cfg = load_run(a.run, a.checkpoint)
         if not model.can_rerank: raise SystemExit(f"bench_rerank: the model in {a.run} has no fusion encoder (w_itm = 0): nothing to re-rank")
         rows = grid(model, tok, cfg, 'val', a.ks, a.weights) + grid(model, tok, cfg, 'test', a.ks, a.weights)
-        folder = Path(cfg.data.json).resolve().parent.name                   # 'shapes' for the generated set, 'rsicd', ...
+        js = Path(cfg.data.json)
+        folder = 'shapes' if js.name == 'dataset_shapes.json' else js.resolve().parent.name   # the generated set, or 'rsicd', ...
         data = 'smoke shapes' if a.smoke else portable(cfg.data.json)
-        meta = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), run='smoke run' if a.smoke else portable(a.run),
+        meta = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), cpus=os.cpu_count(), run='smoke run' if a.smoke else a.name or portable(a.run),
                     data=data, checkpoint=a.checkpoint, ks=a.ks, weights=a.weights, **({'smoke': True} if a.smoke else {}))
     name = 'rerank' + ('' if a.smoke or folder == 'shapes' else '_' + folder)
     (out/f'{name}.json').write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
