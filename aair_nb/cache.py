@@ -150,7 +150,8 @@ class CachedFeatureSet(torch.utils.data.Dataset):
     def __len__(self): return len(self.ds)
     def __getitem__(self, i:int) -> dict:
         c = self.cache
-        item = self.ds[i] if c.img_feats is None else {'caption': self.ds.captions[i], 'image_id': int(self.ds.txt2img[i])}
+        j = int(self.ds.txt2img[i])
+        item = self.ds[i] if c.img_feats is None else {'caption': self.ds.captions[i], 'image_id': j, 'class': self.ds.meta[j].get('class')}
         if c.img_feats is not None:
             v = int(torch.randint(c.n_views + 1, ())) if c.n_views else 0                  # 0 = the image as it is
             item['image_row'] = (item['image_id'], v)

@@ -200,7 +200,7 @@ def _inputs(args, out:Path) -> tuple:
 def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     "Build (the tokenizer too), write run.json, cache, train, test the best checkpoint, write metrics.json."
     set_seed(cfg.train.seed)
-    model, tok, collate = build(cfg.model_name, cfg.model, captions=splits['train'].captions, save_dir=out/'tokenizer',
+    model, tok, collate = build(cfg.model_name, cfg.model, train=splits['train'], save_dir=out/'tokenizer',
                                 tokenizer=load_tokenizer(out/'tokenizer') if args.resume else None)
     if not args.resume: _write_json(out/'run.json', cfg.to_dict())   # after `build`: it sets text.vocab_size
     print(f"aair_train: model {cfg.model_name}, preset {cfg.preset}, {splits['train'].n_images} train images / {len(splits['train'])} captions, "

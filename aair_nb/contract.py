@@ -46,6 +46,9 @@ class ModelConfig(Config):
         d = load_preset(name).get('model', {})
         own = {f.name for f in fields(cls)}
         return cls.from_dict({k: v for k, v in d.items() if k in own})
+    def adapt(self, train # The training split (a `CaptionSet`)
+             ):
+        "Set the fields that depend on the training data (e.g. a classifier's number of classes); none by default."
     @property
     def image_size(self) -> int: return self.image.image_size
     @property
@@ -221,8 +224,12 @@ def build(name:str, # A registered model
           captions=None, # Training captions (for a tokenizer trained on them)
           tokenizer=None, # An existing tokenizer (e.g. a run folder's) instead of making one
           save_dir=None, # Save the new tokenizer here
+          train=None, # The training split: `config.adapt(train)`, and its captions when `captions` is None
          ) -> Built:
     "Model, tokenizer and collate function from a config: the one set-up step every script shares."
+    if train is not None:
+        config.adapt(train)
+        captions = train.captions if captions is None else captions
     tok = tokenizer if tokenizer is not None else make_tokenizer(config.text, captions, save_dir)
     if tokenizer is not None and config.text.kind == 'bert' and config.text.vocab_size != len(tok):
         raise ValueError(f"the tokenizer has {len(tok)} tokens but the config's text.vocab_size is {config.text.vocab_size}")

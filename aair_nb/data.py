@@ -76,7 +76,7 @@ def to_rgb(im:Image.Image) -> Image.Image:
     return im.convert('RGB')
 
 class CaptionSet(Dataset):
-    "Images with several captions each: one item per caption, `{'image', 'caption', 'image_id'}`."
+    "Images with several captions each: one item per caption, `{'image', 'caption', 'image_id', 'class'}` (class None if unknown)."
     def __init__(self,
                  image_paths:list, # One path per image
                  captions:list, # One list of captions per image
@@ -109,7 +109,7 @@ class CaptionSet(Dataset):
         return (transform or self.transform or _to_tensor)(self.load_image(i))
     def __getitem__(self, k:int) -> dict:
         i = int(self.txt2img[k])
-        return {'image': self._image(i), 'caption': self.captions[k], 'image_id': i}
+        return {'image': self._image(i), 'caption': self.captions[k], 'image_id': i, 'class': self.meta[i].get('class')}
     def images(self, transform=None) -> Dataset:
         "One item per image, `{'image', 'image_id', 'captions'}` (for encoding a gallery); `transform` defaults to the set's."
         return _ImageView(self, transform)
@@ -362,7 +362,7 @@ class Tokens(NamedTuple):
     attention_mask: torch.Tensor  # [B, L] 1 = real token, 0 = padding
 
 class Collate:
-    "List of items -> batch dict: images [B,3,H,W] (+ images_aug), texts `Tokens` [B,L], image_ids [B]."
+    "List of items -> batch dict: images [B,3,H,W] (+ images_aug), texts `Tokens` [B,L], image_ids [B] (+ classes, a list)."
     def __init__(self,
                  tokenizer, # Any HF tokenizer (ours from `train_tokenizer` or a pretrained one)
                  max_len:int=32, # Captions are cut to this many tokens, [CLS] and [SEP] included
@@ -378,5 +378,6 @@ class Collate:
             t = self.tokenizer([it['caption'] for it in items], padding='longest', truncation=True, max_length=self.max_len, return_tensors='pt')
             out['texts'] = Tokens(t['input_ids'], t['attention_mask'])   # [B, L] each
         if 'captions' in items[0]: out['captions'] = [it['captions'] for it in items]
+        if 'class' in items[0]: out['classes'] = [it['class'] for it in items]   # [B] image classes, None = unknown
         out['image_ids'] = torch.tensor([it['image_id'] for it in items], dtype=torch.long)   # [B]
         return out

@@ -1,7 +1,8 @@
 """Does each part of AAIR earn its place? Two studies through the same `aair_train` as the main job, at one fixed budget.
 
 `--study ladder` (default): each component added in turn, every row the same number of optimizer steps and the same
-schedule, reported on the test split (and the validation split that picked its checkpoint). `--study recipe`:
+schedule, reported on the test split (and the validation split that picked its checkpoint). `--study zoo`: every
+registered model of the package at that same budget, with class mAP / PMRP beside R@K and the evaluation cost. `--study recipe`:
 experiments on *how* the auxiliary losses are added (their weights, temperatures, warm-up, where LMIM's locals come
 from, which modality each acts on), reported on the validation split only: these pick the recipe, the ladder then tests it.
 
@@ -9,7 +10,7 @@ Every row is `aair_train` with the registered baseline (`--model vsepp`, `--mode
 `--set model.KEY=VALUE`, for each of `--seeds`. The rows with a fusion encoder also report re-ranking of the top 16.
 Data: the generated shapes set (2,000 / 250 / 250 images, `tiny` preset) or, with `--data`, a Karpathy JSON such as
 RSICD with the `small` preset on cached features (the recipe of bench_rsicd.py; each row then takes tens of minutes).
-Writes bench/results/{ablation,recipe}[_NAME].json (every run) and .md (mean ± standard deviation over seeds), or the
+Writes bench/results/{ablation,zoo,recipe}[_NAME].json (every run) and .md (mean ± standard deviation over seeds), or the
 same files in RESULTS; NAME is the data set's folder name for data other than shapes.
 
 Resumable: each finished run is appended at once to RESULTS/ablation_runs.jsonl, keyed by its flags, seed, steps,
@@ -17,10 +18,11 @@ batch size and data set; a run already there is skipped when the script runs aga
 
     python bench/bench_ablation.py                                 # the ladder: 7 rows x 3 seeds, 780 steps (the main job's)
     python bench/bench_ablation.py --study recipe --seeds 0 1      # the recipe experiments, on val
+    python bench/bench_ablation.py --study zoo                     # every registered model, 3 seeds
     python bench/bench_ablation.py --data ../shared/data/rsicd/dataset_rsicd.json --steps 1500 --seeds 0 1
     python bench/bench_ablation.py --smoke                         # every ladder row, 1 seed, 2 steps at batch 8 on 8/4/4 images
 """
-import argparse, json, os, statistics, tempfile, time
+import argparse, json, os, re, statistics, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -65,7 +67,17 @@ RECIPE = [  # experiments on the validation split: each changes one thing of how
     ('VSE++ hinge (hardest negative)', ['--model', 'vsepp']),
     ('VSE++ hinge, all negatives for 156 steps', ['--model', 'vsepp', '--set', 'model.vse_warmup=156']),
 ]
-STUDIES = dict(ladder=LADDER, recipe=RECIPE)
+ZOO = [  # every registered model, its own defaults, the same budget; a model that re-ranks also gets a re-ranked row
+    ('VSE++ (vsepp, all negatives for 156 steps)', ['--model', 'vsepp', '--set', 'model.vse_warmup=156']),
+    ('ITC (itc)', ['--model', 'itc']),
+    ('AAIR (aair), ITC ranking', ['--model', 'aair']),
+    ('PCME (pcme), ranked by the means', ['--model', 'pcme']),
+    ('Cross-modal center loss (center)', ['--model', 'center']),
+    ('ITC + cross-modal center loss (center, w_itc=1)', ['--model', 'center', '--set', 'model.w_itc=1']),
+]
+STUDIES = dict(ladder=LADDER, recipe=RECIPE, zoo=ZOO)
+NAMES = dict(ladder='ablation', recipe='recipe', zoo='zoo')   # result file names
+CLASS_KEYS = ['i2t_map', 't2i_map', 'i2t_pmrp', 't2i_pmrp']
 SMOKE = dict(steps=2, seeds=[0], batch_size=8)
 
 
@@ -83,18 +95,29 @@ def best_val(history:dict, key:str='rsum') -> dict:
     return {k: history[f'val_{k}'][i] for k in KEYS} | dict(step=history['val_step'][i])
 
 
-def _stats(rs:list, key:str) -> dict:
-    vals = {k: [r[key][k] for r in rs] for k in KEYS}
+def _stats(rs:list, key:str, keys:list=KEYS) -> dict:
+    vals = {k: [r[key][k] for r in rs] for k in keys}
     return dict(mean={k: statistics.mean(v) for k, v in vals.items()}, std={k: statistics.stdev(v) if len(v) > 1 else 0. for k, v in vals.items()})
 
 
+def rerank_label(name:str) -> str:
+    "The name of a row's re-ranked twin: '..., ITC ranking' -> '..., re-ranked top-16', else the name + ', re-ranked top-16'."
+    return name.replace('ITC ranking', 're-ranked top-16') if 'ITC ranking' in name else re.sub(r', ranked by .*$', '', name) + ', re-ranked top-16'
+
+
 def summarise(runs:list, rows:list) -> list:
-    "Mean and standard deviation over seeds of each row's test and validation metrics; a row named '... ITC ranking' also re-ranked."
+    "Mean and standard deviation over seeds of each row's test and validation metrics (class metrics and costs where the runs have them); rows whose runs re-ranked get a re-ranked twin."
     out = []
     for name, _ in rows:
         rs = [r for r in runs if r['row'] == name]
-        for label, key in [(name, 'itc')] + ([(name.replace('ITC ranking', 're-ranked top-16'), 'rerank')] if 'ITC ranking' in name else []):
-            out.append(dict(row=label, seeds=len(rs), test=_stats(rs, key), val=_stats(rs, 'val') if key == 'itc' else None))
+        for label, key in [(name, 'itc')] + ([(rerank_label(name), 'rerank')] if all('rerank' in r for r in rs) else []):
+            row = dict(row=label, seeds=len(rs), test=_stats(rs, key), val=_stats(rs, 'val') if key == 'itc' else None)
+            if all(r.get('class') for r in rs) and key == 'itc': row['class'] = _stats(rs, 'class', CLASS_KEYS)   # by the first stage
+            if all('timings' in r for r in rs):
+                t = [r['timings'] for r in rs]
+                row['cost'] = dict(train_minutes=statistics.mean(r['train_seconds'] for r in rs) / 60,
+                                   eval_seconds=statistics.mean(x['encode_s'] + x['rank_s'] + (x.get('rerank_s', 0) if key == 'rerank' else 0) for x in t))
+            out.append(row)
     return out
 
 
@@ -110,18 +133,26 @@ def markdown(rows:list, meta:dict) -> str:
     head = (f"{meta['data_label']}, {meta['steps']} steps at batch {meta['batch_size']} per run, seeds {meta['seeds']}; mean ± standard "
             f"deviation over seeds, {'validation split' if on_val else 'test split (last column: validation, which picked the checkpoint)'}. "
             f"Measured {meta['date']}, {meta['train_minutes']:.0f} minutes of training on {meta['cpus']} CPU cores.")
-    lines = [head, '', '| row | seeds | ' + ' | '.join(k.replace('_r', ' R@') for k in keys) + (' |' if on_val else f' | val {keys[-1]} |'),
-             '|---|---:|' + '---:|' * (len(keys) + (not on_val))]
+    zoo = meta['study'] == 'zoo'
+    more = (['class mAP i2t', 'class mAP t2i', 'PMRP i2t', 'PMRP t2i', 'train min', 'eval s'] if zoo else [])
+    if zoo: head += " Class metrics (same class = relevant, first stage) and costs (training minutes; encoding + ranking (+ re-ranking) seconds of the test split) are means over seeds."
+    lines = [head, '', '| row | seeds | ' + ' | '.join(k.replace('_r', ' R@') for k in keys) + (' |' if on_val else f' | val {keys[-1]} |')
+             + ''.join(f' {m} |' for m in more), '|---|---:|' + '---:|' * (len(keys) + (not on_val) + len(more))]
     for r in rows:
         s = r['val'] if on_val else r['test']
         n = r['seeds']
-        lines.append(f"| {r['row']} | {n} | " + ' | '.join(_cell(s, k, n) for k in keys) + (' |' if on_val else f" | {_cell(r['val'], keys[-1], n)} |"))
+        extra = ''
+        if zoo:
+            c, cost = r.get('class'), r.get('cost')
+            extra = ''.join(f" {c['mean'][k]:.1f} |" if c else ' |' for k in CLASS_KEYS)
+            extra += f" {cost['train_minutes']:.1f} | {cost['eval_seconds']:.1f} |" if cost else ' | |'
+        lines.append(f"| {r['row']} | {n} | " + ' | '.join(_cell(s, k, n) for k in keys) + (' |' if on_val else f" | {_cell(r['val'], keys[-1], n)} |") + extra)
     return '\n'.join(lines) + '\n'
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--study', choices=list(STUDIES), default='ladder', help="which rows: the component ladder (test) or the recipe experiments (val)")
+    p.add_argument('--study', choices=list(STUDIES), default='ladder', help="which rows: the component ladder (test), every registered model (test) or the recipe experiments (val)")
     p.add_argument('--steps', type=int, default=780, help="optimizer steps per run (780: the main job's 5 epochs of shapes at batch 64)")
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--rows', type=int, nargs='*', default=None, help="indices into the study's rows (default: all)")
@@ -134,13 +165,14 @@ def main():
     out = results_dir(a, 'bench_ablation')
     t0, runs, rows = time.time(), [], STUDIES[a.study]
     chosen = [rows[i] for i in a.rows] if a.rows else rows
-    name = ('ablation' if a.study == 'ladder' else 'recipe') + ('_' + Path(a.data).resolve().parent.name if a.data and not a.smoke else '')
+    name = NAMES[a.study] + ('_' + Path(a.data).resolve().parent.name if a.data and not a.smoke else '')
     log = out/'ablation_runs.jsonl'                                # one finished run per line, written at once
     done = {json.dumps(r['key']): r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     with tempfile.TemporaryDirectory() as work:
         if a.smoke and not a.data: a.data = str(tiny_shapes(Path(work)/'shapes'))
         data = 'shapes' if a.data is None else 'smoke shapes' if a.smoke else portable(a.data)
         extra = [] if a.data is None or a.smoke else real_data_flags()
+        if a.study == 'zoo' and a.data and not a.smoke: extra += ['--set', 'data.classes=filename']   # RSICD's scene classes (airport_12.jpg)
         for seed in a.seeds:                                       # every row of one seed first: a stopped study has whole seeds
             for i, (row, flags) in enumerate(chosen):
                 key = dict(flags=extra + flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
@@ -148,7 +180,7 @@ def main():
                     runs.append({**done[json.dumps(key)], 'row': row}); print(f"{row} seed {seed}: done before, skipped", flush=True); continue
                 m = run_row(flags, a.steps, seed, (a.keep or Path(work))/f'row{i}_seed{seed}', a.batch_size, a.data, extra)
                 r = dict(row=row, flags=extra + flags, seed=seed, itc=m['itc'], val=m['val'], train_seconds=m['train_seconds'],
-                         **({'rerank': m['rerank']} if 'rerank' in m else {}), key=key)
+                         **{k: m[k] for k in ('rerank', 'class', 'timings') if k in m}, key=key)
                 with open(log, 'a') as f: f.write(json.dumps(r) + '\n')
                 runs.append(r)
                 write(out, name, runs, chosen, a, data, t0)                # the tables so far: a stopped study still leaves them

@@ -119,6 +119,26 @@ def test_ablation_resumes(smokes):
     assert after['rows'] == before['rows'] and (res/'ablation_runs.jsonl').read_text().splitlines() == lines
 
 
+def test_zoo(tmp_path):
+    "The zoo study has every registered model; a model that re-ranks gets a re-ranked row; the first-stage rows carry class metrics and costs."
+    from aair_nb.contract import import_models
+    r = subprocess.run([sys.executable, 'bench/bench_ablation.py', '--smoke', '--study', 'zoo', '--results', str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    z = json.loads((tmp_path/'zoo.json').read_text())
+    models = {run['flags'][run['flags'].index('--model') + 1] for run in z['runs']}
+    assert models == set(import_models()), f"registered models missing from the zoo: {set(import_models()) - models}"
+    reranked = {run['flags'][run['flags'].index('--model') + 1] for run in z['runs'] if 'rerank' in run}
+    assert reranked == {'aair', 'pcme'}, reranked                       # the models with a second stage: fusion encoder, match probability
+    rows = {row['row']: row for row in z['rows']}
+    assert len(rows) == len(z['runs']) + sum('rerank' in run for run in z['runs'])
+    for run in z['runs']:
+        row = rows[run['row']]
+        assert row['class']['mean']['i2t_map'] == pytest.approx(run['class']['i2t_map'])      # one seed: the mean is the run
+        assert row['cost']['eval_seconds'] > 0
+    assert '| class mAP i2t |' in (tmp_path/'zoo.md').read_text()
+
+
 def test_rerank(smokes):
     "Every (w, k) setting on both splits after the first stage; re-ranking the top k only reorders them, so R@K for K >= k stays."
     res = _finish(smokes, 'bench_rerank')
