@@ -88,7 +88,15 @@ class RetrievalModel(nn.Module):
     def __init__(self, config:ModelConfig):
         super().__init__()
         self.config = config
-        self.image_encoder, self.text_encoder = build_image_encoder(config.image), build_text_encoder(config.text)
+        self.image_encoder, self.text_encoder = self.build_encoders(config)
+
+    def build_encoders(self, config:ModelConfig) -> tuple[Encoder, Encoder]:
+        "The (image, text) encoders of `config`; a model with a path of its own (e.g. a graph over words) overrides this."
+        return build_image_encoder(config.image), build_text_encoder(config.text)
+    def prepare(self, train, # The training split (a `CaptionSet`)
+                tokenizer, # The model's tokenizer
+               ):
+        "Compute what the model takes from the training data before training (e.g. a word graph), into buffers; nothing by default."
 
     def image_head(self, f:Features) -> torch.Tensor: raise NotImplementedError   # [B, d] from the image encoder's output
     def text_head(self, f:Features) -> torch.Tensor: raise NotImplementedError    # [B, d] from the text encoder's output
@@ -224,7 +232,7 @@ def build(name:str, # A registered model
           captions=None, # Training captions (for a tokenizer trained on them)
           tokenizer=None, # An existing tokenizer (e.g. a run folder's) instead of making one
           save_dir=None, # Save the new tokenizer here
-          train=None, # The training split: `config.adapt(train)`, and its captions when `captions` is None
+          train=None, # The training split: `config.adapt(train)` and `model.prepare(train, tokenizer)`; its captions when `captions` is None
          ) -> Built:
     "Model, tokenizer and collate function from a config: the one set-up step every script shares."
     if train is not None:
@@ -233,4 +241,6 @@ def build(name:str, # A registered model
     tok = tokenizer if tokenizer is not None else make_tokenizer(config.text, captions, save_dir)
     if tokenizer is not None and config.text.kind == 'bert' and config.text.vocab_size != len(tok):
         raise ValueError(f"the tokenizer has {len(tok)} tokens but the config's text.vocab_size is {config.text.vocab_size}")
-    return Built(model_spec(name).cls(config), tok, Collate(tok, max_len=config.max_len))
+    model = model_spec(name).cls(config)
+    if train is not None: model.prepare(train, tok)
+    return Built(model, tok, Collate(tok, max_len=config.max_len))

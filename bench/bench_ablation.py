@@ -74,6 +74,7 @@ ZOO = [  # every registered model, its own defaults, the same budget; a model th
     ('PCME (pcme), ranked by the means', ['--model', 'pcme']),
     ('Cross-modal center loss (center)', ['--model', 'center']),
     ('ITC + cross-modal center loss (center, w_itc=1)', ['--model', 'center', '--set', 'model.w_itc=1']),
+    ('GCN text path (gcn)', ['--model', 'gcn']),
 ]
 STUDIES = dict(ladder=LADDER, recipe=RECIPE, zoo=ZOO)
 NAMES = dict(ladder='ablation', recipe='recipe', zoo='zoo')   # result file names
