@@ -75,6 +75,8 @@ ZOO = [  # every registered model, its own defaults, the same budget; a model th
     ('Cross-modal center loss (center)', ['--model', 'center']),
     ('ITC + cross-modal center loss (center, w_itc=1)', ['--model', 'center', '--set', 'model.w_itc=1']),
     ('GCN text path (gcn)', ['--model', 'gcn']),
+    ('GPLDAN, plain modality classifier (gpldan)', ['--model', 'gpldan']),
+    ('GPLDAN, adversarial modality classifier (gpldan)', ['--model', 'gpldan', '--set', 'model.modality=adversarial']),
 ]
 STUDIES = dict(ladder=LADDER, recipe=RECIPE, zoo=ZOO)
 NAMES = dict(ladder='ablation', recipe='recipe', zoo='zoo')   # result file names
