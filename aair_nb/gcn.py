@@ -76,7 +76,7 @@ class GraphTextEncoder(Encoder):
         self.n_nodes, self.out_dim = n_nodes, width
         self.register_buffer('node_tokens', torch.full((n_nodes,), -1, dtype=torch.long))        # [V] filled by `set_graph`
         self.register_buffer('adj', torch.eye(n_nodes))                                          # [V, V] normalised adjacency
-        self.layers = nn.ModuleList(nn.Linear(1 if i == 0 else width, width) for i in range(depth))
+        self.layers = nn.ModuleList(nn.Linear(1 if i == 0 else width, width, bias=False) for i in range(depth))   # no bias: see above
     def set_graph(self, nodes:list, # Token id of each node (at most n_nodes)
                   adj:np.ndarray, # [len(nodes), len(nodes)] normalised adjacency (`normalized_adjacency`)
                  ):
