@@ -13,6 +13,7 @@ from .encoders import Features
 from .contract import ModelConfig, RetrievalModel, register_model
 from .itc import Temperature, itc_loss
 from .pcme import masked_mean
+from .momentum import concat_all_gather
 
 # %% auto #0
 __all__ = ['center_loss', 'center_step_', 'class_labels', 'CenterConfig', 'CenterModel']
@@ -109,5 +110,5 @@ class CenterModel(RetrievalModel):
                    center=center_loss(f, yy, self.centers), mse=F.mse_loss(fv, ft))
         if c.w_itc: out['itc'] = itc_loss(l2norm(fv), l2norm(ft), self.temp(), batch['image_ids'])
         out['loss'] = c.w_ce * out['ce'] + c.w_center * out['center'] + c.w_mse * out['mse'] + (c.w_itc * out['itc'] if c.w_itc else 0.)
-        if self.training: center_step_(self.centers, f.detach(), yy, c.lr_center)
+        if self.training: center_step_(self.centers, concat_all_gather(f.detach()), concat_all_gather(yy), c.lr_center)   # every process's rows
         return out

@@ -142,7 +142,10 @@ class GCN(RetrievalModel):
         toks = [[t for t in ids if t not in special] for ids in tokenizer(train.captions, add_special_tokens=False)['input_ids']]
         nodes = caption_nodes(toks, c.n_nodes)
         if c.word_vectors == 'captions': vecs = ppmi_vectors(toks, nodes, c.vector_dim)[1]
-        else: vecs = input_embeddings(build_text_encoder(c.text), len(tokenizer))[nodes]
+        else:
+            if c.text.kind == 'bert': raise ValueError("word_vectors='encoder' needs a pretrained text encoder (text.kind 'minilm' or 'hf'): "
+                                                       "a from-scratch 'bert' has random input embeddings; use word_vectors='captions'")
+            vecs = input_embeddings(build_text_encoder(c.text), len(tokenizer))[nodes]
         self.text_encoder.set_graph(nodes, normalized_adjacency(knn_adjacency(vecs, c.k_neighbors)))
         self.nodes, self.word_vecs = nodes, vecs                    # for plots; not saved (the graph is)
 

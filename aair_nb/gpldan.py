@@ -29,7 +29,7 @@ class MultiHeadAttentionPool(nn.Module):
 
 def diversity_penalty(A:torch.Tensor, # [B, M, N] attention of M heads over N locals
                      ) -> torch.Tensor:
-    "Mean over the batch of ||A A^T - I||_F^2: zero when the heads' attention maps do not overlap."
+    "Mean over the batch of ||A A^T - I||_F^2: zero only for one-local heads on different locals (rows of A sum to 1)."
     eye = torch.eye(A.shape[1], device=A.device, dtype=A.dtype)
     return ((A @ A.transpose(1, 2) - eye) ** 2).sum((1, 2)).mean()
 

@@ -179,6 +179,7 @@ def main():
         for seed in a.seeds:                                       # every row of one seed first: a stopped study has whole seeds
             for i, (row, flags) in enumerate(chosen):
                 key = dict(flags=extra + flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
+                if a.study == 'zoo': key['study'] = 'zoo'          # its runs keep class metrics and costs: the ladder's same-flag runs do not
                 if json.dumps(key) in done:
                     runs.append({**done[json.dumps(key)], 'row': row}); print(f"{row} seed {seed}: done before, skipped", flush=True); continue
                 m = run_row(flags, a.steps, seed, (a.keep or Path(work))/f'row{i}_seed{seed}', a.batch_size, a.data, extra)
