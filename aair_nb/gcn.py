@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import l2norm
-from .encoders import Encoder, Features, build_text_encoder
+from .encoders import Encoder, Features, build_image_encoder, build_text_encoder
 from .contract import ModelConfig, RetrievalModel, register_model
 from .pcme import masked_mean
 
@@ -132,7 +132,6 @@ class GCN(RetrievalModel):
         self.txt_fc = nn.Sequential(nn.Flatten(), nn.Dropout(c.dropout), nn.Linear(c.n_nodes * c.gcn_width, d))
 
     def build_encoders(self, config:GCNConfig):
-        from aair_nb.encoders import build_image_encoder
         return build_image_encoder(config.image), GraphTextEncoder(config.n_nodes, config.gcn_width, config.gcn_depth)
 
     def prepare(self, train, tokenizer):
