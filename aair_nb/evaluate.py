@@ -176,7 +176,7 @@ def evaluate(model, # A `RetrievalModel` (re-ranking when it `can_rerank`)
     "Recall@K of ITC ranking (`itc`), of fusion re-ranking (`rerank`, when asked and possible), class mAP/PMRP (`class`, when `ds` has classes), `timings`."
     fusion = rerank_k > 0 and model.can_rerank
     if rerank_k > 0 and not fusion: warnings.warn("the model has no second stage: reporting first-stage metrics only")
-    if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion, progress=progress, cache=cache, views=views)
+    if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion or model.fine_grained, progress=progress, cache=cache, views=views)
     t0 = time.perf_counter()
     sims = similarities(model, enc)                                           # [n_img, n_txt]
     out = dict(itc=retrieval_metrics(sims, ds.txt2img), timings=dict(encode_s=enc.secs, rank_s=time.perf_counter() - t0))

@@ -10,7 +10,7 @@ from torch import nn
 from .core import check_shape
 
 # %% auto #0
-__all__ = ['vse_hinge_loss', 'contrastive_loss', 'Temperature', 'itc_loss']
+__all__ = ['vse_hinge_loss', 'hinge_loss', 'contrastive_loss', 'Temperature', 'itc_loss']
 
 # %% ../nbs/07_itc.ipynb #662478cc
 def _at_least_fp32(x:torch.Tensor) -> torch.Tensor:
@@ -31,8 +31,18 @@ def vse_hinge_loss(v:torch.Tensor, # [B, d] image embeddings (L2-normalised)
     "VSE++ bidirectional hinge loss, averaged over the batch."
     B, d = v.shape
     check_shape(t, (B, d), 't')
-    ids = _batch_ids(ids, B, v.device)
-    S = _at_least_fp32(v @ t.T)                                            # [B, B] s_ij = v_i . t_j
+    return hinge_loss(v @ t.T, ids, margin, hardest)
+
+def hinge_loss(S:torch.Tensor, # [B, B] scores s_ij of image i with caption j; row i pairs with caption i
+               ids:torch.Tensor|None=None, # [B] image ids; same-id pairs are never negatives (default: all distinct)
+               margin:float=0.2, # Margin alpha of the hinge
+               hardest:bool=True, # True: hardest negative per direction; False: sum over negatives
+              ) -> torch.Tensor:
+    "The bidirectional hinge on any score matrix (dot products, or a fine-grained model's pair scores), averaged over the batch."
+    B = S.shape[0]
+    check_shape(S, (B, B), 'S')
+    ids = _batch_ids(ids, B, S.device)
+    S = _at_least_fp32(S)
     pos = S.diagonal()                                                     # [B]
     not_neg = ids[:, None] == ids[None, :]                                 # [B, B] same image: not a negative
     cost_t = (margin + S - pos[:, None]).clamp(min=0).masked_fill(not_neg, 0)   # [B, B] image i vs caption j

@@ -77,6 +77,8 @@ ZOO = [  # every registered model, its own defaults, the same budget; a model th
     ('GCN text path (gcn)', ['--model', 'gcn']),
     ('GPLDAN, plain modality classifier (gpldan)', ['--model', 'gpldan']),
     ('GPLDAN, adversarial modality classifier (gpldan)', ['--model', 'gpldan', '--set', 'model.modality=adversarial']),
+    ('TERAN, MrSw alignment of every pair (teran)', ['--model', 'teran']),
+    ('IMRAM, full, K = 3, every pair (imram)', ['--model', 'imram']),
 ]
 STUDIES = dict(ladder=LADDER, recipe=RECIPE, zoo=ZOO)
 NAMES = dict(ladder='ablation', recipe='recipe', zoo='zoo')   # result file names

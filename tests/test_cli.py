@@ -48,3 +48,15 @@ def test_pcme_from_the_command_line(tmp_path):
     assert m['config']['model_name'] == 'pcme' and m['rerank_k'] == 4 and set(m['itc']) == set(m['rerank'])
     e = run_eval([str(tmp_path/'run'), '--rerank-k', '4', '--quiet', '--out', str(tmp_path/'e.json')])
     assert e['rerank'] == m['rerank']                                 # seeded samples: the same second-stage scores
+
+
+@pytest.mark.parametrize('name', ['teran', 'imram'])
+def test_fine_grained_from_the_command_line(tmp_path, name):
+    "TERAN and IMRAM score every pair from their stored locals: they train, test and re-load for aair_eval with the same numbers."
+    from aair_nb.shapes import make_shapes
+    from aair_nb.cli import run_train, run_eval
+    data = make_shapes(tmp_path/'s', 16, 8, 8, seed=3)
+    m = run_train(['--model', name, '--data', str(data), '--out', str(tmp_path/'run'), '--max-steps', '2', '--batch-size', '8', '--quiet'])
+    assert m['config']['model_name'] == name and 'rerank' not in m and 0 <= m['itc']['rsum'] <= 600
+    e = run_eval([str(tmp_path/'run'), '--quiet', '--out', str(tmp_path/'e.json')])
+    assert e['itc'] == pytest.approx(m['itc'])
