@@ -78,7 +78,7 @@ ZOO = [  # every registered model, its own defaults, the same budget; a model th
     ('GPLDAN, plain modality classifier (gpldan)', ['--model', 'gpldan']),
     ('GPLDAN, adversarial modality classifier (gpldan)', ['--model', 'gpldan', '--set', 'model.modality=adversarial']),
     ('TERAN, MrSw alignment of every pair (teran)', ['--model', 'teran']),
-    ('IMRAM, full, K = 3, every pair (imram)', ['--model', 'imram']),
+    ('IMRAM, text, K = 3, every pair (imram)', ['--model', 'imram', '--set', 'model.mode=text']),
 ]
 STUDIES = dict(ladder=LADDER, recipe=RECIPE, zoo=ZOO)
 NAMES = dict(ladder='ablation', recipe='recipe', zoo='zoo')   # result file names
