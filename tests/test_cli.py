@@ -5,7 +5,8 @@ import pytest
 
 @pytest.mark.parametrize('cmd,flags', [('aair_train', ['--model', '--preset', '--data', '--resume', '--set', '--rerank-k', 'vsepp']),
                                        ('aair_eval', ['--checkpoint', '--split', '--rerank-k']),
-                                       ('aair_search', ['--text', '--image', '--split'])])
+                                       ('aair_search', ['--text', '--image', '--split']),
+                                       ('aair_index', ['build', 'add', 'search', 'info'])])
 def test_help(cmd, flags):
     exe = Path(sys.executable).parent/cmd
     if not exe.exists(): exe = shutil.which(cmd)
