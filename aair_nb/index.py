@@ -261,13 +261,14 @@ class Searcher:
     "A trained model and an index: search by caption, image or stored item; `swap` replaces the index while queries run."
     def __init__(self, index, # An index folder (or a `LoadedIndex`)
                  model=None, tok=None, # Default: the run the index was built with, loaded on the CPU
+                 digest:str|None=None, # The given model's weights digest (checked against the index's); None: trust the index
                 ):
         self._index = index if isinstance(index, LoadedIndex) else LoadedIndex(index)
         if model is None: model, tok, _, digest = _run_model(self._index.info['run'])
-        else: digest = self._index.info['digest']
+        digest = digest or self._index.info['digest']
         self.model, self.tok, self.digest = model.eval(), tok, digest
         self.check(self._index)
-        self._lock = threading.Lock()
+        self._lock, self._tok_lock = threading.Lock(), threading.Lock()   # swaps; the fast tokenizer is not safe across threads
         c = model.config
         self._tf, self._collate = eval_transform(c.image_size, mean=c.image_mean, std=c.image_std), Collate(tok, c.max_len)
 
@@ -287,7 +288,8 @@ class Searcher:
     @torch.no_grad()
     def embed_text(self, text:str) -> Embedded:
         if not text or not text.strip(): raise ValueError("the query text is empty")
-        return self.model.embed_texts(self._collate([dict(caption=text, image_id=0)])['texts'])
+        with self._tok_lock: tokens = self._collate([dict(caption=text, image_id=0)])['texts']
+        return self.model.embed_texts(tokens)
     @torch.no_grad()
     def embed_image(self, image) -> Embedded:
         from aair_nb.data import to_rgb
@@ -308,7 +310,8 @@ class Searcher:
             other = m.embed_images(torch.stack([self._tf(Image.open(h['file']).convert('RGB')) for h in hits]))
             img, txt, rows = other, Embedded(*(x.expand(len(hits), *x.shape[1:]) for x in q)), torch.arange(len(hits))
         else:                                                             # an image against candidate captions
-            txt = m.embed_texts(self._collate([dict(caption=h['text'], image_id=0) for h in hits])['texts'])
+            with self._tok_lock: tokens = self._collate([dict(caption=h['text'], image_id=0) for h in hits])['texts']
+            txt = m.embed_texts(tokens)
             img, rows = q, torch.zeros(len(hits), dtype=torch.long)
         s = m.pair_scores(img, txt, rows) if m.can_rerank else m.similarity(img.rows(rows), txt).diagonal()
         return [dict(hits[i], first_stage=hits[i]['score'], score=float(s[i])) for i in s.argsort(descending=True).tolist()]
