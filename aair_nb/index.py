@@ -14,11 +14,28 @@ from .data import Collate, eval_transform
 from .contract import Embedded
 
 # %% auto #0
-__all__ = ['FLAT_MAX', 'HNSW_MAX', 'KINDS', 'INDEX_VERSION', 'COLLECTIONS', 'IndexParams', 'tune', 'make_index', 'search',
-           'ItemStore', 'build_index', 'add_to_index', 'LoadedIndex', 'Searcher', 'index_parser', 'run_index',
-           'index_main']
+__all__ = ['FLAT_MAX', 'HNSW_MAX', 'KINDS', 'INDEX_VERSION', 'COLLECTIONS', 'clustered', 'recall_at', 'IndexParams', 'tune',
+           'make_index', 'search', 'ItemStore', 'build_index', 'add_to_index', 'LoadedIndex', 'Searcher',
+           'index_parser', 'run_index', 'index_main']
 
-# %% ../nbs/24_index.ipynb #d0aa7331
+# %% ../nbs/24_index.ipynb #cec03534
+def clustered(n:int, d:int, # Vectors and their width
+              n_clusters:int=100, seed:int=0,
+              spread:float=.5, # Noise around each centre (relative to the unit centres)
+             ) -> np.ndarray:
+    "Unit vectors [n, d] (float32) around random centres: the structure real embeddings have, for testing and benchmarking indices."
+    g = np.random.default_rng(seed)
+    c = g.standard_normal((n_clusters, d)); c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = c[g.integers(0, n_clusters, n)] + spread * g.standard_normal((n, d)) / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+def recall_at(ids:np.ndarray, # [m, k] ids an index returned
+              true_ids:np.ndarray, # [m, k] the exact top-k
+             ) -> float:
+    "Fraction of the exact top-k found, averaged over queries."
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, true_ids)]))
+
+# %% ../nbs/24_index.ipynb #28ba954e
 FLAT_MAX, HNSW_MAX = 50_000, 500_000            # 'auto': exact search up to FLAT_MAX vectors, HNSW up to HNSW_MAX, IVF-PQ beyond
 KINDS = ('auto', 'flat', 'hnsw', 'ivfpq')
 
@@ -84,7 +101,7 @@ def search(index, # A FAISS index
     "(scores [m, k], ids [m, k]) best first; id -1 where the index has fewer than k to give."
     return index.search(np.ascontiguousarray(xq, dtype=np.float32), k)
 
-# %% ../nbs/24_index.ipynb #42bf7c96
+# %% ../nbs/24_index.ipynb #a3115110
 INDEX_VERSION = 1
 COLLECTIONS = ('images', 'captions')
 
@@ -230,7 +247,7 @@ def add_to_index(index, # An index folder
         shutil.rmtree(tmp, ignore_errors=True); raise
     return index
 
-# %% ../nbs/24_index.ipynb #711e2cb1
+# %% ../nbs/24_index.ipynb #aafc0731
 class LoadedIndex:
     "An index folder in memory: its `info`, a FAISS index per collection, the metadata `store`."
     def __init__(self, path):
@@ -238,6 +255,8 @@ class LoadedIndex:
         self.path = Path(path).resolve()
         self.info = self.read_info(self.path)
         self.faiss = {c: tune(faiss.read_index(str(self.path/f'{c}.faiss')), IndexParams(**v['params'])) for c, v in self.info['collections'].items()}
+        for ix in self.faiss.values():
+            if hasattr(ix, 'make_direct_map'): ix.make_direct_map()          # IVF: vectors by id (`neighbours`)
         self.store = ItemStore(self.path/'meta.sqlite')
     @staticmethod
     def read_info(path) -> dict:
@@ -256,6 +275,14 @@ class LoadedIndex:
         if kind not in self.faiss: raise ValueError(f"{self.path} holds no {kind} (it has {', '.join(self.faiss)})")
         scores, ids = search(self.faiss[kind], xq, k)
         return [[dict(m, score=float(s)) for s, m in zip(sr, self.store.get(kind, [i for i in ir if i >= 0]))] for sr, ir in zip(scores, ids)]
+    def neighbours(self, kind:str, xq:np.ndarray, k:int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        "The k nearest stored vectors of each query: (scores [m, k'], ids [m, k'], vectors [m, k', d]), k' = min(k, size); IVF-PQ gives decoded vectors."
+        ix = self.faiss[kind]
+        k = min(k, ix.ntotal)
+        if k == 0: return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64), np.zeros((len(xq), 0, ix.d), np.float32)
+        scores, ids = search(ix, xq, k)
+        vecs = ix.reconstruct_batch(np.ascontiguousarray(ids.clip(min=0).reshape(-1))).reshape(*ids.shape, ix.d)
+        return scores, ids, vecs
 
 class Searcher:
     "A trained model and an index: search by caption, image or stored item; `swap` replaces the index while queries run."
@@ -332,7 +359,7 @@ class Searcher:
             with Image.open(row['file']) as im: out = self.by_image(im.convert('RGB'), k, rerank_k)
         return out | dict(query=dict(kind=kind, id=item, **{x: row[x] for x in ('file', 'text', 'caption') if x in row}))
 
-# %% ../nbs/24_index.ipynb #ea895b49
+# %% ../nbs/24_index.ipynb #a2572eb5
 def index_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='aair_index', description="Index a collection once with a trained run's model; add to it; search it.",
                                 epilog="Exit status: 0 done, 1 error (one line on stderr), 2 bad command line, 130 interrupted.")

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH, RESULTS = ROOT/'bench', ROOT/'bench'/'results'
 FILES = {'bench_shapes': ['shapes_gen.json'], 'bench_metrics': ['metrics.json'], 'bench_speed': ['speed.json', 'speed.md'],
          'bench_ablation': ['ablation.json', 'ablation.md'], 'bench_rsicd': ['rsicd.json', 'rsicd.md'],
-         'bench_rerank': ['rerank.json', 'rerank.md']}
+         'bench_rerank': ['rerank.json', 'rerank.md'], 'bench_index': ['index.json', 'index.md'], 'bench_dxr': ['dxr.json', 'dxr.md']}
 OPTIONAL = {'rsicd.json': {'.meta.first_cache_minutes'}}   # keys a run writes only in some cases
 TIMEOUT = 240
 
@@ -182,3 +182,25 @@ def test_rsicd_flags(smokes):
         frozen=['EfficientNet-Lite0 stem and blocks 1-13', 'MiniLM-L6 embeddings and layers 1-4'],
         trained=['EfficientNet-Lite0 blocks 14-16 and head', 'MiniLM-L6 layers 5-6', 'projections', 'GPO', 'temperature',
                  'fusion encoder + ITM head'])
+
+
+def test_index(smokes):
+    "Every index kind at the smoke's size, exact search with recall 1, and the served rows for each number of clients."
+    res = _finish(smokes, 'bench_index')
+    check_keys(res, 'index.json')
+    r = json.loads((res/'index.json').read_text())
+    idx = {row['kind']: row for row in r['rows'] if row['part'] == 'index'}
+    assert set(idx) == {'flat', 'hnsw', 'ivfpq'} and idx['flat']['recall10'] == 1.0
+    assert all(0 < row['recall10'] <= 1 and row['ms_p50'] <= row['ms_p99'] for row in idx.values())
+    assert idx['ivfpq']['bytes'] < idx['flat']['bytes'] < idx['hnsw']['bytes']            # codes < vectors < vectors + links
+    served = [row for row in r['rows'] if row['part'] == 'served']
+    assert [row['clients'] for row in served] == [1, 2] and all(row['requests'] == 8 * row['clients'] and row['per_s'] > 0 for row in served)
+
+
+def test_dxr(smokes):
+    "No augmentation first (k = 0), then every k for each external index; the swaps leave weights and encodings bit-identical."
+    res = _finish(smokes, 'bench_dxr')
+    check_keys(res, 'dxr.json')
+    r = json.loads((res/'dxr.json').read_text())
+    assert r['meta']['bit_identical_after_swaps'] is True
+    assert [(x['external'], x['k']) for x in r['rows']] == [('none', 0)] + [(e, k) for e in ('training split', 'shapes (another domain)') for k in (1, 4, 16)]
