@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH, RESULTS = ROOT/'bench', ROOT/'bench'/'results'
 FILES = {'bench_shapes': ['shapes_gen.json'], 'bench_metrics': ['metrics.json'], 'bench_speed': ['speed.json', 'speed.md'],
          'bench_ablation': ['ablation.json', 'ablation.md'], 'bench_rsicd': ['rsicd.json', 'rsicd.md'],
-         'bench_rerank': ['rerank.json', 'rerank.md'], 'bench_index': ['index.json', 'index.md'], 'bench_dxr': ['dxr.json', 'dxr.md']}
+         'bench_rerank': ['rerank.json', 'rerank.md'], 'bench_index': ['index.json', 'index.md'], 'bench_dxr': ['dxr.json', 'dxr.md'],
+         'bench_finegrained': ['finegrained.json', 'finegrained.md']}
 OPTIONAL = {'rsicd.json': {'.meta.first_cache_minutes'}}   # keys a run writes only in some cases
 TIMEOUT = 240
 
@@ -204,3 +205,14 @@ def test_dxr(smokes):
     r = json.loads((res/'dxr.json').read_text())
     assert r['meta']['bit_identical_after_swaps'] is True
     assert [(x['external'], x['k']) for x in r['rows']] == [('none', 0)] + [(e, k) for e in ('training split', 'shapes (another domain)') for k in (1, 4, 16)]
+
+
+def test_finegrained(smokes):
+    "The first stage, then every second stage at each depth; 'all' scores every pair; a deeper re-ranking scores more pairs."
+    res = _finish(smokes, 'bench_finegrained')
+    check_keys(res, 'finegrained.json')
+    rows = json.loads((res/'finegrained.json').read_text())['rows']
+    assert rows[0]['stage'] == 'first'
+    second = {(r['model'], r['k']): r for r in rows[1:]}
+    assert set(second) == {(m, k) for m in ('aair', 'teran', 'imram') for k in ('2', 'all')}
+    for m in ('aair', 'teran', 'imram'): assert second[(m, '2')]['pairs'] < second[(m, 'all')]['pairs'] == 4 * 20
