@@ -12,7 +12,7 @@ from .core import l2norm
 from .encoders import Features
 from .itc import hinge_loss
 from .pcme import masked_mean
-from .teran import content_mask, score_all_pairs
+from .teran import content_mask, score_all_pairs, warming_up
 from .contract import ModelConfig, RetrievalModel, Embedded, register_model
 
 # %% auto #0
@@ -86,6 +86,7 @@ class IMRAMConfig(ModelConfig):
     lambda_softmax: float = 9.    # attention temperature lambda (IMRAM: 9 Flickr30K, 11 COCO)
     mode: str = 'full'            # 'text' (words query the regions) | 'image' (regions query the words) | 'full' (both)
     margin: float = 0.2           # hinge margin
+    warmup: int = 156             # hinge over all negatives for this many training batches, then hardest (as TERAN here)
     max_bytes: int = 2**27        # memory bound of one block of all-pairs scoring
 
 @register_model('imram', doc="IMRAM: iterative cross-attention with a recurrent memory, K step scores summed, hinge")
@@ -99,6 +100,7 @@ class IMRAM(RetrievalModel):
         d = config.embed_dim
         self.img_proj, self.txt_proj = nn.Linear(self.image_encoder.out_dim, d), nn.Linear(self.text_encoder.out_dim, d)
         self.mem_text, self.mem_image = MemoryUnit(d), MemoryUnit(d)
+        self.register_buffer('seen', torch.zeros((), dtype=torch.long))      # training batches so far (the warm-up; saved)
 
     def embed_images(self, images) -> Embedded:
         f = self.image_encoder(images)
@@ -122,6 +124,6 @@ class IMRAM(RetrievalModel):
         return self._score(img.feats[img_index], img.mask[img_index], txt.feats, txt.mask, pairs=True)
 
     def forward(self, batch:dict) -> dict:
-        "The hardest-negative hinge on the batch's B x B IMRAM scores."
+        "The hinge on the batch's B x B IMRAM scores: all negatives during the warm-up, the hardest after."
         S = self.similarity(self.embed_images(batch['images']), self.embed_texts(batch['texts']))   # [B, B]
-        return dict(loss=hinge_loss(S, batch['image_ids'], self.config.margin))
+        return dict(loss=hinge_loss(S, batch['image_ids'], self.config.margin, hardest=not warming_up(self)))

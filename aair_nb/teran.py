@@ -18,7 +18,7 @@ from .contract import ModelConfig, RetrievalModel, Embedded, register_model
 
 # %% auto #0
 __all__ = ['POOLINGS', 'pool_alignment', 'pair_alignment', 'score_all_pairs', 'alignment_scores', 'grid_boxes', 'content_mask',
-           'TERANConfig', 'TERAN', 'rouge_l_matrix', 'ndcg_at_k', 'caption_ndcg']
+           'TERANConfig', 'TERAN', 'warming_up', 'rouge_l_matrix', 'ndcg_at_k', 'caption_ndcg']
 
 # %% ../nbs/22_teran.ipynb #e970fd6b
 POOLINGS = ('MrSw', 'MwSr', 'symm', 'MrAVGw')
@@ -104,6 +104,8 @@ class TERANConfig(ModelConfig):
     pooling: str = 'MrSw'      # 'MrSw' | 'MwSr' | 'symm' | 'MrAVGw'
     margin: float = 0.2        # hinge margin (VSE++, TERAN: 0.2)
     dropout: float = 0.1       # dropout of the transformer layers
+    warmup: int = 156          # hinge summed over all negatives for this many training batches, then hardest (VSE-infinity;
+                               # 156 = one shapes epoch at batch 64): hardest negatives from the first step collapse
     max_bytes: int = 2**27     # memory bound of one block of the all-pairs alignment tensor
 
 def _side_transformer(d:int, c:TERANConfig) -> nn.TransformerEncoder:
@@ -122,6 +124,7 @@ class TERAN(RetrievalModel):
         self.box_code = nn.Sequential(nn.Linear(Dv + 5, Dv), nn.ReLU(), nn.Linear(Dv, Dv))
         self.img_proj, self.txt_proj = nn.Linear(Dv, d), nn.Linear(Dt, d)
         self.img_tf, self.txt_tf = _side_transformer(d, config), _side_transformer(d, config)
+        self.register_buffer('seen', torch.zeros((), dtype=torch.long))      # training batches so far (the warm-up; saved)
 
     def image_locals(self, f:Features) -> Features:
         "Unit region features [B, N, d] from the image encoder's locals and their boxes."
@@ -146,9 +149,15 @@ class TERAN(RetrievalModel):
         return pair_alignment(img.feats[img_index], img.mask[img_index], txt.feats, txt.mask, self.config.pooling)
 
     def forward(self, batch:dict) -> dict:
-        "The hardest-negative hinge on the batch's B x B alignment scores."
+        "The hinge on the batch's B x B alignment scores: all negatives during the warm-up, the hardest after."
         S = self.similarity(self.embed_images(batch['images']), self.embed_texts(batch['texts']))   # [B, B]
-        return dict(loss=hinge_loss(S, batch['image_ids'], self.config.margin))
+        return dict(loss=hinge_loss(S, batch['image_ids'], self.config.margin, hardest=not warming_up(self)))
+
+def warming_up(model:nn.Module) -> bool:
+    "Count a training batch on `model.seen`; True while it is within `model.config.warmup` batches."
+    if not model.training: return False
+    model.seen += 1
+    return model.seen.item() <= model.config.warmup
 
 # %% ../nbs/22_teran.ipynb #a7fe238d
 def _token_ids(captions:list) -> tuple[np.ndarray, np.ndarray]:
