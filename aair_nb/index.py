@@ -330,7 +330,7 @@ class Searcher:
 
     @torch.no_grad()
     def _rerank(self, q:Embedded, kind:str, hits:list) -> list:
-        "The hits re-scored by the model's second stage (or its fine-grained score) against the query."
+        "The hits re-scored by the model's `pair_scores` (its second stage, or its fine-grained score) against the query."
         from PIL import Image
         m = self.model
         if kind == 'images':                                              # a caption against candidate images
@@ -340,7 +340,7 @@ class Searcher:
             with self._tok_lock: tokens = self._collate([dict(caption=h['text'], image_id=0) for h in hits])['texts']
             txt = m.embed_texts(tokens)
             img, rows = q, torch.zeros(len(hits), dtype=torch.long)
-        s = m.pair_scores(img, txt, rows) if m.can_rerank else m.similarity(img.rows(rows), txt).diagonal()
+        s = m.pair_scores(img, txt, rows)                                 # [P] (fine-grained models score pairs too)
         return [dict(hits[i], first_stage=hits[i]['score'], score=float(s[i])) for i in s.argsort(descending=True).tolist()]
 
     def by_text(self, text:str, k:int=10, rerank_k:int=0) -> dict:

@@ -50,3 +50,32 @@ def portable(path) -> str:
     """`path` relative to the project folder (e.g. ../shared/data/rsicd/dataset_rsicd.json), so that a result file and
     the docs built from it read the same on every clone, whatever folder the project sits in."""
     return os.path.relpath(Path(path).resolve(), ROOT)
+
+
+def rsicd_json() -> Path:
+    "RSICD's Karpathy JSON (../shared/data/rsicd, or the folder in $AAIR_RSICD); exits with a message when it is missing."
+    d = Path(os.environ.get('AAIR_RSICD', ROOT.parent/'shared'/'data'/'rsicd'))
+    if not (d/'dataset_rsicd.json').is_file(): sys.exit(f"no RSICD at {d} (set AAIR_RSICD to its folder)")
+    return d/'dataset_rsicd.json'
+
+
+def train_setup(smoke:bool, work:Path, steps:int) -> tuple[Path, list]:
+    """The data and `aair_train` flags of a benchmark that trains its own runs: with `smoke`, 2 steps on a tiny shapes
+    set in `work`; otherwise RSICD with the `small` preset on cached features (bench_rsicd.py's flags), `steps` steps."""
+    if smoke:
+        data = tiny_shapes(work/'shapes')
+        return data, ['--data', str(data), '--max-steps', '2', '--batch-size', '8', '--rerank-k', '0', '--quiet']
+    from bench_rsicd import FLAGS
+    data = rsicd_json()
+    return data, ['--data', str(data), '--max-steps', str(steps), '--epochs', '100', '--quiet'] + FLAGS
+
+
+def ensure_run(run:Path, flags:list) -> Path:
+    "Train `run` with `aair_train` flags unless it already holds a checkpoint (a stopped benchmark resumes)."
+    if not ((run/'best').exists() or (run/'last').exists()):
+        import time
+        from aair_nb.cli import run_train
+        print(f"training {run} ...", flush=True); t0 = time.time()
+        run_train(['--out', str(run), '--overwrite'] + flags)
+        print(f"{run.name}: trained in {(time.time() - t0) / 60:.1f} min", flush=True)
+    return run

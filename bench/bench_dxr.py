@@ -16,15 +16,9 @@ import argparse, hashlib, json, os, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _bench import add_common, results_dir, tiny_shapes, portable, ROOT
+from _bench import add_common, results_dir, portable, train_setup, ensure_run
 
 KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum', 'mR']
-
-
-def rsicd_json() -> Path:
-    d = Path(os.environ.get('AAIR_RSICD', ROOT.parent/'shared'/'data'/'rsicd'))
-    if not (d/'dataset_rsicd.json').is_file(): raise SystemExit(f"bench_dxr: no RSICD at {d} (set AAIR_RSICD to its folder)")
-    return d/'dataset_rsicd.json'
 
 
 def main():
@@ -39,7 +33,7 @@ def main():
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     out = results_dir(a, 'bench_dxr')
     import torch
-    from aair_nb.cli import run_train, load_run, _split_cache
+    from aair_nb.cli import load_run, _split_cache
     from aair_nb.config import load_split
     from aair_nb.evaluate import encode_dataset
     from aair_nb.index import build_index, LoadedIndex
@@ -48,20 +42,9 @@ def main():
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name) if a.smoke else a.work
     work.mkdir(parents=True, exist_ok=True)
-    if a.smoke:
-        data = tiny_shapes(work/'shapes')
-        flags = ['--data', str(data), '--max-steps', '2', '--batch-size', '8', '--rerank-k', '0', '--quiet']
-        other = make_shapes(work/'other', 8, 0, 0, seed=11)
-    else:
-        from bench_rsicd import FLAGS
-        data = rsicd_json()
-        flags = ['--data', str(data), '--max-steps', str(a.steps), '--epochs', '100', '--quiet'] + FLAGS
-        other = default_shapes()
-    run = a.run or work/'run'
-    if not (run/'best').exists() and not (run/'last').exists():
-        print(f"training {run} ...", flush=True); t0 = time.time()
-        run_train(['--out', str(run), '--overwrite'] + flags)
-        print(f"trained in {(time.time() - t0) / 60:.1f} min", flush=True)
+    data, flags = train_setup(a.smoke, work, a.steps)
+    other = make_shapes(work/'other', 8, 0, 0, seed=11) if a.smoke else default_shapes()
+    run = ensure_run(a.run or work/'run', flags)
     model, tok, cfg = load_run(run, device='cpu')
     digest = lambda: hashlib.sha256(b''.join(v.cpu().numpy().tobytes() for v in model.state_dict().values())).hexdigest()[:16]
     w0 = digest()

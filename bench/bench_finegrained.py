@@ -17,8 +17,7 @@ import argparse, json, os, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _bench import add_common, results_dir, tiny_shapes, portable
-from bench_dxr import rsicd_json
+from _bench import add_common, results_dir, portable, train_setup, ensure_run
 
 KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum', 'mR']
 MODELS = {'aair': [], 'teran': ['--model', 'teran'], 'imram': ['--model', 'imram', '--set', 'model.mode=text']}
@@ -49,20 +48,16 @@ def main():
     a = add_common(p).parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     out = results_dir(a, 'bench_finegrained')
-    from aair_nb.cli import run_train, load_run, _split_cache
+    from aair_nb.cli import load_run, _split_cache
     from aair_nb.config import load_split
     from aair_nb.evaluate import encode_dataset, similarities, pair_score_fn, two_way_metrics
     from aair_nb.fusion import rerank
     from aair_nb.metrics import retrieval_metrics
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name) if a.smoke else a.work
-    if a.smoke:
-        data = tiny_shapes(work/'shapes')
-        flags, a.ks = ['--data', str(data), '--max-steps', '2', '--batch-size', '8', '--rerank-k', '0', '--quiet'], ['2', 'all']
-    else:
-        from bench_rsicd import FLAGS
-        data = rsicd_json()
-        flags = ['--data', str(data), '--max-steps', str(a.steps), '--epochs', '100', '--quiet'] + FLAGS + ['--rerank-k', '0']
+    data, flags = train_setup(a.smoke, work, a.steps)
+    flags += ['--rerank-k', '0']                                                      # the runs' own evaluation: first stage only
+    if a.smoke: a.ks = ['2', 'all']
     log = out/'finegrained_rows.jsonl'
     rows = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() and not a.smoke else []
     have = {(r['stage'], r['model'], str(r['k'])) for r in rows}
@@ -71,12 +66,7 @@ def main():
         rows.append(r)
     loaded = {}
     for name, extra in MODELS.items():
-        run = work/name
-        if not ((run/'best').exists() or (run/'last').exists()):
-            print(f"training {name} into {run} ...", flush=True); t0 = time.time()
-            run_train(['--out', str(run), '--overwrite'] + flags + extra)
-            print(f"{name}: trained in {(time.time() - t0) / 60:.1f} min", flush=True)
-        model, tok, cfg = load_run(run, device='cpu')
+        model, tok, cfg = load_run(ensure_run(work/name, flags + extra), device='cpu')
         ds = load_split(cfg.data, 'test')
         t0 = time.perf_counter()
         enc = encode_dataset(model, ds, tok, keep_locals=True, progress=False, cache=_split_cache(model, tok, cfg, ds, 'test', 0, False))
