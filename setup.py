@@ -31,7 +31,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=reqs('requirements'),
-    extras_require={'dev': reqs('dev_requirements') + reqs('serve_requirements'), 'small': reqs('small_requirements'),
+    extras_require={'dev': reqs('dev_requirements') + reqs('serve_requirements'), 'small': reqs('small_requirements'), 'medium': reqs('medium_requirements'),
                     'serve': reqs('serve_requirements')},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),

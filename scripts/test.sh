@@ -12,7 +12,7 @@ t0=$(date +%s)
 step "install"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q -e ".[dev,small,serve]" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install -q -e ".[dev,small,medium,serve]" 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c "import aair_nb, torch, torchvision, transformers, nbdev" || { echo "install failed"; exit 1; }
 if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

