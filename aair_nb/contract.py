@@ -12,13 +12,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import Config, l2norm, check_shape
-from .data import Collate, train_tokenizer
+from .data import Collate, Tokens, train_tokenizer
 from .encoders import EncoderCfg, Encoder, Features, build_image_encoder, build_text_encoder, image_stats, load_pretrained_tokenizer
 
 # %% auto #0
 __all__ = ['PRESET_DIR', 'MODELS', 'Embedded', 'ModelConfig', 'preset_names', 'load_preset', 'RetrievalModel', 'check_model',
-           'ModelSpec', 'register_model', 'import_models', 'model_spec', 'model_config', 'make_tokenizer', 'Built',
-           'build']
+           'random_batch', 'ModelSpec', 'register_model', 'import_models', 'model_spec', 'model_config',
+           'make_tokenizer', 'Built', 'build']
 
 # %% ../nbs/12_contract.ipynb #aae0b0ab
 class Embedded(NamedTuple):
@@ -147,6 +147,21 @@ def check_model(model:RetrievalModel, # The model to check
             p = model.pair_scores(img, txt, torch.arange(B))
             assert p.shape == (B,), f"pair_scores must give one score per pair ({B}), got {tuple(p.shape)}"
     return out
+
+# %% ../nbs/12_contract.ipynb #222cec15
+def random_batch(B:int=8, # Batch size
+                 L:int=12, # Caption length in tokens; the last L - 8 may be padding
+                 size:int=64, # Image side in pixels
+                 n_ids:int=6, # Image ids are drawn from range(n_ids), so some repeat (positives beyond the diagonal)
+                 seed:int=0, # Seed of the batch's own generator (the global RNG is left alone)
+                 aug:bool=False, # Also `images_aug` (a second view, for models with a momentum or augmented branch)
+                ) -> dict:
+    "A training batch of random pixels and token ids for `check_model` and a model's tests: `images`, `texts`, `image_ids`."
+    g = torch.Generator().manual_seed(seed)
+    am = torch.ones(B, L, dtype=torch.long); am[:, 8:] = (torch.rand(B, L - 8, generator=g) > .5).long().cummin(-1).values   # [B, L] padding at the end
+    out = dict(images=torch.randn(B, 3, size, size, generator=g))
+    if aug: out['images_aug'] = torch.randn(B, 3, size, size, generator=g)
+    return dict(out, texts=Tokens(torch.randint(5, 999, (B, L), generator=g) * am, am), image_ids=torch.randint(0, n_ids, (B,), generator=g))
 
 # %% ../nbs/12_contract.ipynb #7d4ddffc
 @dataclass
