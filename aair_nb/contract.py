@@ -119,7 +119,7 @@ class RetrievalModel(nn.Module):
                     txt:Embedded, # One caption per pair (P rows)
                     img_index:torch.Tensor, # [P] row of `img` paired with each caption
                    ) -> torch.Tensor:
-        "Second-stage scores [P] of candidate pairs (models with `can_rerank`)."
+        "Second-stage scores [P] of candidate pairs (models with `can_rerank`, and fine-grained models: an index re-ranks with it)."
         raise NotImplementedError(f"{type(self).__name__} has no second stage: it cannot re-rank")
 
     def forward(self, batch:dict) -> dict: raise NotImplementedError   # named scalar losses and their total 'loss'
@@ -143,12 +143,12 @@ def check_model(model:RetrievalModel, # The model to check
             assert e.feats.shape[:2] == e.mask.shape, f"{name}: feats {tuple(e.feats.shape)} and mask {tuple(e.mask.shape)} disagree"
         s = model.similarity(img, txt)
         assert s.shape == (B, B), f"similarity must be [n_img, n_txt] = {(B, B)}, got {tuple(s.shape)}"
-        if model.can_rerank:
+        if model.can_rerank or model.fine_grained:                     # a second stage, or a score of its own that re-ranks a search
             p = model.pair_scores(img, txt, torch.arange(B))
             assert p.shape == (B,), f"pair_scores must give one score per pair ({B}), got {tuple(p.shape)}"
     return out
 
-# %% ../nbs/12_contract.ipynb #222cec15
+# %% ../nbs/12_contract.ipynb #033b198c
 def random_batch(B:int=8, # Batch size
                  L:int=12, # Caption length in tokens; the last L - 8 may be padding
                  size:int=64, # Image side in pixels

