@@ -11,6 +11,7 @@ script runs again; runs are kept in --work (default ~/.cache/aair_nb/bench_fineg
 bench/results/finegrained.{json,md}.
 
     python bench/bench_finegrained.py                  # RSICD
+    python bench/bench_finegrained.py --models aair teran   # some second stages now, the others in a later run
     python bench/bench_finegrained.py --smoke          # 2 training steps each on an 8/4/4 shapes set; temporary folders only
 """
 import argparse, json, os, tempfile, time
@@ -44,6 +45,8 @@ def main():
     p.add_argument('--steps', type=int, default=682, help="training steps of each run (682 = one RSICD epoch at batch 64)")
     p.add_argument('--ks', nargs='+', default=['16', '64', 'all'])
     p.add_argument('--max-minutes', type=float, default=30., help="skip an 'all' row whose estimated time is longer")
+    p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS),
+                   help="second stages to measure (aair is always trained: its ITC ranking is the first stage); rows of others already measured are kept")
     p.add_argument('--work', type=Path, default=Path('~/.cache/aair_nb/bench_finegrained').expanduser())
     a = add_common(p).parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -66,6 +69,7 @@ def main():
         rows.append(r)
     loaded = {}
     for name, extra in MODELS.items():
+        if name != 'aair' and name not in a.models: continue
         model, tok, cfg = load_run(ensure_run(work/name, flags + extra), device='cpu')
         ds = load_split(cfg.data, 'test')
         t0 = time.perf_counter()
