@@ -148,7 +148,7 @@ def check_model(model:RetrievalModel, # The model to check
             assert p.shape == (B,), f"pair_scores must give one score per pair ({B}), got {tuple(p.shape)}"
     return out
 
-# %% ../nbs/12_contract.ipynb #033b198c
+# %% ../nbs/12_contract.ipynb #1e78f517
 def random_batch(B:int=8, # Batch size
                  L:int=12, # Caption length in tokens; the last L - 8 may be padding
                  size:int=64, # Image side in pixels
