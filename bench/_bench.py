@@ -53,9 +53,10 @@ def portable(path) -> str:
 
 
 def rsicd_json() -> Path:
-    "RSICD's Karpathy JSON (../shared/data/rsicd, or the folder in $AAIR_RSICD); exits with a message when it is missing."
-    d = Path(os.environ.get('AAIR_RSICD', ROOT.parent/'shared'/'data'/'rsicd'))
-    if not (d/'dataset_rsicd.json').is_file(): sys.exit(f"no RSICD at {d} (set AAIR_RSICD to its folder)")
+    "RSICD's Karpathy JSON where the library finds it (`aair_nb.data.rsicd_path`); exits with a message when it is missing."
+    from aair_nb.data import rsicd_path
+    d = rsicd_path()
+    if d is None: sys.exit("RSICD not found: set AAIR_RSICD or place it at ../shared/data/rsicd")
     return d/'dataset_rsicd.json'
 
 
