@@ -115,6 +115,15 @@ class FeatureCache:
         m = self.txt_mask[rows]; L = int(m.sum(1).max())
         return Features(self.txt_feats[rows][:, :L].float(), m[:, :L])                   # [B, L, Dt], [B, L]
 
+    def select(self, ds, # The `CaptionSet` this cache was built from
+               idx, # Image indices, as for `ds.select(idx)`
+              ) -> FeatureCache:
+        "The cache of `ds.select(idx)`: the rows of those images and of their captions, in that order."
+        self.check(ds)
+        img, txt = torch.as_tensor([int(i) for i in idx]), torch.as_tensor([j for i in idx for j in ds.img2txt[int(i)]])
+        pick = lambda x, rows, dim=0: None if x is None else x.index_select(dim, rows)
+        return FeatureCache(pick(self.img_feats, img), pick(self.txt_feats, txt), pick(self.txt_mask, txt), pick(self.img_views, img, 1))
+
     def merge(self, other:FeatureCache) -> FeatureCache:
         "The tensors of both caches (of the same data split)."
         return FeatureCache(**{k: v if v is not None else getattr(other, k) for k, v in dataclasses.asdict(self).items()})

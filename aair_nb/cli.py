@@ -195,6 +195,7 @@ def _inputs(args, out:Path) -> tuple:
     if cfg.train.device.startswith('cuda') and not torch.cuda.is_available():
         raise ValueError(f"train.device={cfg.train.device}: no CUDA device here; use --set train.device=auto")
     if cfg.data.cache_views and not cfg.data.cache: raise ValueError("--cache-views needs --cache-features")
+    if cfg.eval.val_images < 0: raise ValueError(f"eval.val_images={cfg.eval.val_images}: the number of validation images scored during training, 0 = all")
     return cfg, {s: load_split(cfg.data, s) for s in ('train', 'val', 'test')}
 
 def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
@@ -210,7 +211,11 @@ def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     caches = split_caches(model, tok, cfg, splits, not args.quiet) if cfg.data.cache else {}
     if caches: train_ds, collate = CachedFeatureSet(train_ds, caches['train']), CachedCollate(collate, caches['train'])
     cache_secs, t0 = time.time() - t0, time.time()
-    trainer = Trainer(model, train_ds, cfg.train, out, collate, evaluate_fn(splits['val'], tok, cache=caches.get('val')))
+    val, val_cache = splits['val'], caches.get('val')
+    if 0 < cfg.eval.val_images < val.n_images:                        # a bounded validation (a fine-grained model scores every pair)
+        idx = range(cfg.eval.val_images)
+        val, val_cache = val.select(idx), val_cache and val_cache.select(val, idx)
+    trainer = Trainer(model, train_ds, cfg.train, out, collate, evaluate_fn(val, tok, cache=val_cache))
     trainer.resume_hint = f"aair_train --out {out} --resume"
     trainer.fit(resume=True if args.resume else None)
     if args.resume: _write_json(out/'run.json', cfg.to_dict())       # the checkpoint loaded: the run now has these settings

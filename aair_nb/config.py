@@ -36,9 +36,10 @@ class DataConfig(Config):
 
 @dataclass
 class EvalConfig(Config):
-    "How the test split is evaluated after training (and by `aair_eval` unless it is told otherwise)."
+    "How the test split is evaluated after training (and by `aair_eval` unless it is told otherwise), and how much of val is scored during it."
     rerank_k: int = 16           # candidates per query re-ranked by the model's second stage (0 = none)
     views: int = 0               # average each test image's embedding with N turned copies of it (0-7)
+    val_images: int = 0          # validate during training on the first N validation images and their captions (0 = all)
 
 @dataclass
 class RunConfig(Config):
