@@ -56,14 +56,19 @@ def contrastive_loss(q:torch.Tensor, # [B, d] queries (L2-normalised)
                      q_ids:torch.Tensor, # [B] image id of each query
                      k_ids:torch.Tensor, # [M] image id of each key; keys with the query's id are its positives
                      temp:float|torch.Tensor, # Temperature tau (a float or a 0-d tensor, e.g. `Temperature()()`)
+                     hard:float=0., # beta of HN-NCE: negatives weighted by exp(beta * logit), mean weight 1 (0 = plain InfoNCE)
                     ) -> torch.Tensor:
-    "Multi-positive InfoNCE: softmax cross-entropy of q.k/temp against targets spread evenly over same-id keys."
-    B, d = q.shape
-    check_shape(k, (None, d), 'k'); check_shape(q_ids, (B,), 'q_ids'); check_shape(k_ids, (len(k),), 'k_ids')
+    "Multi-positive InfoNCE: softmax cross-entropy of q.k/temp against targets spread evenly over same-id keys (hard negatives up-weighted when `hard` > 0)."
+    (B, d), M = q.shape, len(k)
+    check_shape(k, (M, d), 'k'); check_shape(q_ids, (B,), 'q_ids'); check_shape(k_ids, (M,), 'k_ids')
     logits = _at_least_fp32(q @ k.T) / temp                                # [B, M]
     pos = q_ids.to(q.device)[:, None] == k_ids.to(q.device)[None, :]       # [B, M] same image id
     n_pos = pos.sum(1)                                                     # [B]
     if (n_pos == 0).any(): raise ValueError(f"contrastive_loss: queries {n_pos.eq(0).nonzero().flatten().tolist()} have no positive key")
+    if hard:                                                               # log w = log|N_i| + beta*l - logsumexp over negatives
+        lse = (hard * logits).masked_fill(pos, -1e9).logsumexp(1, keepdim=True)             # [B, 1]
+        log_w = (M - n_pos)[:, None].clamp(min=1).to(logits.dtype).log() + hard * logits - lse   # [B, M]
+        logits = logits + log_w.masked_fill(pos, 0)                        # positives keep weight 1
     logp = logits.log_softmax(1)                                           # [B, M]
     return -(logp.masked_fill(~pos, 0).sum(1) / n_pos).mean()
 
@@ -91,6 +96,7 @@ def itc_loss(v:torch.Tensor, # [B, d] image embeddings (queries of i2t)
              v_keys:torch.Tensor|None=None, # [M, d] image keys for t2i (default: v)
              t_keys:torch.Tensor|None=None, # [M, d] caption keys for i2t (default: t)
              key_ids:torch.Tensor|None=None, # [M] image ids of the keys (default: ids; required when M != B)
+             hard:float=0., # HN-NCE's beta for both directions (`contrastive_loss`); 0 = plain InfoNCE
             ) -> torch.Tensor:
     "Symmetric image-text contrastive loss: mean of i2t (v vs t_keys) and t2i (t vs v_keys), same-id keys positive."
     B, d = v.shape
@@ -101,4 +107,4 @@ def itc_loss(v:torch.Tensor, # [B, d] image embeddings (queries of i2t)
     if key_ids is None:
         if len(v_keys) != B or len(t_keys) != B: raise ValueError("itc_loss: pass key_ids when the keys are not the batch itself")
         key_ids = ids
-    return (contrastive_loss(v, t_keys, ids, key_ids, temp) + contrastive_loss(t, v_keys, ids, key_ids, temp)) / 2
+    return (contrastive_loss(v, t_keys, ids, key_ids, temp, hard) + contrastive_loss(t, v_keys, ids, key_ids, temp, hard)) / 2

@@ -32,6 +32,7 @@ class AAIRConfig(ModelConfig):
     temp: float = 0.07          # initial temperature tau (learned, stored as a log)
     momentum: float = 0.995     # EMA factor m of the momentum encoders
     queue_size: int = 1024      # K momentum features kept per modality (ALBEF: 65,536 on 4M pairs)
+    itc_hard: float = 0.0       # HN-NCE's beta in ITC: negatives weighted by exp(beta * logit), notebook 07 (0 = plain InfoNCE)
     w_itc: float = 1.0          # weight of the alignment loss (ITC, or VSE++ with align_loss='vse')
     w_ims: float = 1.0          # weight of intra-modal separability; 0 = off
     w_lmim: float = 0.5         # weight of local mutual-information maximisation; 0 = off
@@ -148,7 +149,7 @@ def forward(self:AAIR, batch:dict) -> dict:
         if c.align_loss == 'vse':
             out['vse'] = vse_hinge_loss(v, t, ids, margin=c.vse_margin, hardest=not (self.training and warm is not None and warm <= c.vse_warmup))
         else: out['itc'] = itc_loss(v, t, tau, ids, v_keys=torch.cat([mom['v'], mom['qv'][0]]), t_keys=torch.cat([mom['t'], mom['qt'][0]]),
-                                    key_ids=torch.cat([ids, mom['qv'][1]]))
+                                    key_ids=torch.cat([ids, mom['qv'][1]]), hard=c.itc_hard)
     own = c.aux_temp == 'own'
     if c.w_ims > 0: out['ims'] = ims_loss(v, mom['v'], t, mom['t'], ids, self.temp_ims() if own else tau,
                                           v_queue=mom['qv'], t_queue=mom['qt'], views=c.ims_views)
