@@ -139,6 +139,7 @@ def forward(self:AAIR, batch:dict) -> dict:
     T, tmask_all = self.text_encoder(batch['texts'])                          # [B, Nt, Dt]
     if self.training and c.image_drop: vmask = drop_locals(vmask, c.image_drop)  # the momentum branch keeps all
     tmask = drop_locals(tmask_all, c.text_drop) if self.training and c.text_drop else tmask_all
+    if self.training and c.text_drop: tmask[:, 0] = tmask_all[:, 0]         # word dropout keeps [CLS]: the fusion encoder reads it
     v, Vp = _embed(Features(V, vmask), self.img_proj, self.img_pool)          # [B, d], [B, Nv, d]
     t, Tp = _embed(Features(T, tmask), self.txt_proj, self.txt_pool)          # [B, d], [B, Nt, d]
     tau, out = self.temp(), {}

@@ -140,6 +140,21 @@ def test_zoo(tmp_path):
     assert '| class mAP i2t |' in (tmp_path/'zoo.md').read_text()
 
 
+def test_levers(tmp_path):
+    "The recipe levers: one run per lever with exactly its flags added, a validation table of one line per lever (no re-ranked twins)."
+    sys.path.insert(0, str(ROOT/'bench'))
+    try: from bench_ablation import LEVERS
+    finally: sys.path.remove(str(ROOT/'bench'))
+    r = subprocess.run([sys.executable, 'bench/bench_ablation.py', '--smoke', '--study', 'levers', '--results', str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    z = json.loads((tmp_path/'levers.json').read_text())
+    assert [run['flags'][-len(f):] if f else [] for run, (_, f) in zip(z['runs'], LEVERS)] == [f for _, f in LEVERS]
+    lines = [l for l in (tmp_path/'levers.md').read_text().splitlines() if l.startswith('| ') and not l.startswith('| row')]
+    assert [l.split(' | ')[0][2:] for l in lines] == [name for name, _ in LEVERS]
+    assert 'validation split' in (tmp_path/'levers.md').read_text()
+
+
 def test_rerank(smokes):
     "Every (w, k) setting on both splits after the first stage; re-ranking the top k only reorders them, so R@K for K >= k stays."
     res = _finish(smokes, 'bench_rerank')
