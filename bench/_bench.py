@@ -72,11 +72,12 @@ def train_setup(smoke:bool, work:Path, steps:int) -> tuple[Path, list]:
 
 
 def ensure_run(run:Path, flags:list) -> Path:
-    "Train `run` with `aair_train` flags unless it already holds a checkpoint (a stopped benchmark resumes)."
-    if not ((run/'best').exists() or (run/'last').exists()):
+    "Train `run` with `aair_train` flags unless it has finished (metrics.json); a stopped run resumes from its last checkpoint."
+    if not (run/'metrics.json').exists():
         import time
         from aair_nb.cli import run_train
-        print(f"training {run} ...", flush=True); t0 = time.time()
-        run_train(['--out', str(run), '--overwrite'] + flags)
+        resume = (run/'run.json').exists() and (run/'last').exists()
+        print(f"{'resuming' if resume else 'training'} {run} ...", flush=True); t0 = time.time()
+        run_train(['--out', str(run)] + (['--resume'] if resume else ['--overwrite']) + flags)
         print(f"{run.name}: trained in {(time.time() - t0) / 60:.1f} min", flush=True)
     return run

@@ -44,7 +44,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     data, flags = train_setup(a.smoke, work, a.steps)
     other = make_shapes(work/'other', 8, 0, 0, seed=11) if a.smoke else default_shapes()
-    run = ensure_run(a.run or work/'run', flags)
+    run = a.run or ensure_run(work/'run', flags)                                      # a given run is used as it is
     model, tok, cfg = load_run(run, device='cpu')
     digest = lambda: hashlib.sha256(b''.join(v.cpu().numpy().tobytes() for v in model.state_dict().values())).hexdigest()[:16]
     w0 = digest()

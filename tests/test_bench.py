@@ -237,3 +237,21 @@ def test_finegrained(smokes):
     second = {(r['model'], r['k']): r for r in rows[1:]}
     assert set(second) == {(m, k) for m in ('aair', 'teran', 'imram') for k in ('2', 'all')}
     for m in ('aair', 'teran', 'imram'): assert second[(m, '2')]['pairs'] < second[(m, 'all')]['pairs'] == 4 * 20
+
+
+def test_ensure_run_resumes(tmp_path, capsys):
+    "A benchmark's run is finished when it has metrics.json: a run stopped after its checkpoint resumes from it, a finished one is not trained again."
+    sys.path.insert(0, str(ROOT/'bench'))
+    try: from _bench import train_setup, ensure_run
+    finally: sys.path.remove(str(ROOT/'bench'))
+    _, flags = train_setup(True, tmp_path, 2)                          # 2 steps at batch 8 on a tiny shapes set
+    run = ensure_run(tmp_path/'run', flags)
+    assert json.loads((run/'history.json').read_text())['step'][-1] == 2
+    (run/'metrics.json').unlink()                                      # as if stopped after its last checkpoint
+    i = flags.index('--max-steps')
+    ensure_run(run, flags[:i + 1] + ['4'] + flags[i + 2:])
+    assert 'resuming' in capsys.readouterr().out
+    assert json.loads((run/'history.json').read_text())['step'][-1] == 4 and (run/'metrics.json').exists()
+    mtime = (run/'metrics.json').stat().st_mtime_ns
+    ensure_run(run, flags)                                             # finished: used as it is
+    assert (run/'metrics.json').stat().st_mtime_ns == mtime
