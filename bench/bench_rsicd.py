@@ -18,7 +18,7 @@ bench/results/rsicd.md (the table), or the same files in RESULTS; rsicd_medium.{
     python bench/bench_rsicd.py --smoke              # the same steps on a generated 8/4/4-image Karpathy JSON, `tiny`
                                                      # preset, frozen and cached encoders, 2 steps; temporary folders only
 """
-import argparse, json, os, shlex, shutil, sys, tempfile, time
+import argparse, json, os, resource, shlex, shutil, statistics, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -85,11 +85,22 @@ def markdown(res:dict) -> str:
     views = f" (each training image also turned by {', '.join(str(90 * k) for k in range(1, m['views'] + 1))} degrees)" if m.get('views') else ''
     lines = [f"RSICD test split (1,093 images, 5,465 captions). Ours: `{m.get('preset', 'small')}` preset; frozen: {', '.join(m['frozen'])}, "
              f"{cached}{views}; trained: {', '.join(m['trained'])}; {m['epochs']} epochs of training ({m['train_minutes']:.1f} min) "
-             f"on {m['cpus']} CPU cores, measured {m['date']}. Published rows: the mR their papers report.", '', head,
+             f"on {m['cpus']} CPU cores, measured {m['date']}. Published rows: the mR their papers report.", '', *cost(m), head,
              '|---|' + '---:|' * len(KEYS)]
     for r in res['published'] + res['ours']:
         lines.append(f"| {r['method']} | " + ' | '.join(f"{r[k]:.1f}" if k in r else '' for k in KEYS) + ' |')
     return '\n'.join(lines) + '\n'
+
+
+def cost(m:dict) -> list:
+    "The cost line of the table (runs measured before the step time and memory were recorded have none)."
+    if 'step_s_median' not in m: return []
+    t = m['timings']
+    ev = t['encode_s'] + t['rank_s'] + t.get('rerank_s', 0)
+    return [f"Cost: features cached in {m['cache_minutes'] + (m.get('first_cache_minutes') or 0):.1f} min; training "
+            f"{m['train_minutes']:.1f} min, {m['step_s_median']:.2f} s per step of {m['batch_size']} pairs (median); test evaluation "
+            f"{ev:.0f} s (encode {t['encode_s']:.0f} s, rank {t['rank_s']:.1f} s" + (f", re-rank {t['rerank_s']:.0f} s" if 'rerank_s' in t else '')
+            + f"); peak memory {m['peak_rss_mb'] / 1024:.1f} GB.", '']
 
 
 def result_stem(preset:str) -> str:
@@ -144,7 +155,7 @@ def run(a, flags:list, res_dir:Path, stem:str):
     if a.eval_only:
         if not (out/'metrics.json').exists(): sys.exit(f"bench_rsicd: {out}/metrics.json not found: train first (without --eval-only)")
         m = json.loads((out/'metrics.json').read_text()); a.epochs = m['config']['train']['epochs']
-    wall = first = None
+    wall = first = peak = None
     argv = command(Path(data), out, a.epochs, a.extra, flags)
     shown = 'aair_train ' + shlex.join(command(Path(portable(data)), Path(portable(out)), a.epochs, a.extra, flags))   # no machine's own paths
     print(shown, flush=True)
@@ -152,8 +163,10 @@ def run(a, flags:list, res_dir:Path, stem:str):
         t0 = time.time(); m = run_train(argv + ['--overwrite']); wall = (time.time() - t0) / 60   # a re-run replaces the old run
     elif (res_dir/f'{stem}.json').exists():                            # the same run reported before: keep its times
         prev = json.loads((res_dir/f'{stem}.json').read_text())['meta']
-        if prev['command'] == shown: wall, first = prev['wall_minutes'], prev.get('first_cache_minutes')
+        if prev['command'] == shown: wall, first, peak = prev['wall_minutes'], prev.get('first_cache_minutes'), prev.get('peak_rss_mb')
     hist, c = json.loads((out/'history.json').read_text()), m['config']
+    bs = c['train']['batch_size']
+    speed = dict(batch_size=bs, step_s_median=statistics.median(bs / x for x in hist['pairs_per_s'])) if hist['pairs_per_s'] else {}
     name = f"AAIR {c['preset']} (ours)"                                # AAIR small (ours)
     ours = [dict(method=f'{name}, ITC ranking', kind='ours', **m['itc'])]
     if 'rerank' in m: ours.append(dict(method=f"{name}, re-ranked top-{m['rerank_k']}", kind=ours[0]['kind'], **m['rerank']))
@@ -173,7 +186,7 @@ def run(a, flags:list, res_dir:Path, stem:str):
                 cache_minutes=m.get('cache_seconds', 0) / 60, train_minutes=m['train_seconds'] / 60, wall_minutes=wall,
                 command=shown, **parts(c), views=c['data']['cache_views'] if c['data']['cache'] else 0,
                 test_views=a.views, val_mR_by_views=val_views, timings=timings, **({'first_cache_minutes': first} if first else {}),
-                preset=c['preset'], **({'smoke': True} if a.smoke else {}))
+                preset=c['preset'], **speed, peak_rss_mb=max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak or 0), **({'smoke': True} if a.smoke else {}))
     res = dict(meta=meta, ours=ours, published=PUBLISHED, val_history={k: v for k, v in hist.items() if k.startswith('val_')})
     (res_dir/f'{stem}.json').write_text(json.dumps(res, indent=2, default=float))
     (res_dir/f'{stem}.md').write_text(markdown(res))

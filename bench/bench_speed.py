@@ -1,9 +1,11 @@
-"""Training and evaluation speed of the `tiny` and `small` presets on the generated shapes set.
+"""Training and evaluation speed of the `tiny`, `small` and `medium` presets on the generated shapes set.
 
 Training: median seconds of one optimizer step (forward with every loss, backward, AdamW) at batch 32 over
 `--steps` timed steps after `--warmup` untimed ones, on batches collated beforehand (data loading is timed
-separately), for `tiny` (pixels), `small` (pixels through the frozen EfficientNet-Lite0) and `small` on cached
-EfficientNet features (how `small` trains on RSICD). Evaluation: `aair_nb.evaluate.evaluate` on the shapes test split
+separately), for `tiny` (pixels), `small` (pixels through the frozen EfficientNet-Lite0), and `small_rsicd` /
+`medium_rsicd`: the model of bench_rsicd.py's recipe for that preset (the same `aair_train` flags: top layers of both
+encoders trained, the frozen bottoms' outputs cached for the images and the captions of the timed batches).
+Evaluation: `aair_nb.evaluate.evaluate` on the shapes test split
 (250 images, 1,250 captions): encode, ITC rank, fusion re-rank of the top 16. Each setting runs in its own process,
 so its peak resident memory is its own (under --smoke they share one). Writes bench/results/speed.json and
 bench/results/speed.md (or the same files in RESULTS).
@@ -20,7 +22,7 @@ import torch
 
 from _bench import add_common, results_dir, tiny_shapes
 
-SETTINGS = ['tiny', 'small', 'small_cached']
+SETTINGS = ['tiny', 'small', 'small_rsicd', 'medium_rsicd']
 SMOKE = dict(batch_size=8, steps=1, warmup=1, threads=1)   # 8 consecutive captions span 2 images (ITM needs a negative)
 
 
@@ -35,12 +37,13 @@ def _model_and_data(setting:str, batch_size:int, n_batches:int, data:str|None=No
     set_seed(0)
     root = Path(data) if data else default_shapes()
     ds = load_karpathy(root, split='train')
-    cfg = model_config('aair', setting.split('_')[0])      # the preset: `small` freezes EfficientNet-Lite0
+    recipe = setting.endswith('_rsicd')
+    cfg = rsicd_model_config(setting.split('_')[0], root) if recipe else model_config('aair', setting)   # `small` freezes EfficientNet-Lite0
     model, tok, collate = build('aair', cfg, captions=ds.captions)
     t0 = time.perf_counter()
-    if setting.endswith('cached'):                         # the frozen image encoder's output, computed once (as on RSICD)
+    if recipe:                                             # the frozen bottoms' outputs, computed once (as on RSICD)
         sub = ds.subset(batch_size * n_batches // 5 + 1)
-        cache = FeatureCache.build(sub, image_encoder=model.image_encoder, progress=False)
+        cache = FeatureCache.build(sub, image_encoder=model.image_encoder, text_encoder=model.text_encoder, tokenizer=tok, progress=False)
         cds, collate = CachedFeatureSet(sub, cache), CachedCollate(collate, cache)
         batches = [collate([cds[i % len(cds)] for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(n_batches)]
     else:
@@ -48,6 +51,13 @@ def _model_and_data(setting:str, batch_size:int, n_batches:int, data:str|None=No
         batches = [collate([ds[i] for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(n_batches)]
     data_s = (time.perf_counter() - t0) / n_batches
     return model, batches, data_s, tok, root
+
+
+def rsicd_model_config(preset:str, data:Path):
+    "The model config bench_rsicd.py trains for `preset` (its `aair_train` flags, parsed by the CLI itself)."
+    from aair_nb.cli import train_parser, run_config
+    from bench_rsicd import FLAGS
+    return run_config(train_parser().parse_args(FLAGS[preset] + ['--data', str(data)])).model
 
 
 def one_train(setting:str, batch_size:int, steps:int, warmup:int, data:str|None=None, threads:int|None=None) -> dict:
@@ -126,7 +136,7 @@ def main():
             print(json.dumps(r), flush=True)
         return
     out = results_dir(a, 'bench_speed')
-    jobs = [f'{s}:{kind}' for s in a.only for kind in ['train'] + ([] if a.no_eval or s.endswith('cached') else ['eval'])]
+    jobs = [f'{s}:{kind}' for s in a.only for kind in ['train'] + ([] if a.no_eval or s.endswith('_rsicd') else ['eval'])]
     with tempfile.TemporaryDirectory() as work:
         if a.smoke: vars(a).update(SMOKE, data=a.data or str(tiny_shapes(Path(work)/'shapes')))
         res = []

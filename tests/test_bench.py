@@ -86,10 +86,11 @@ def test_speed(smokes):
     res = _finish(smokes, 'bench_speed')
     check_keys(res, 'speed.json')
     r = json.loads((res/'speed.json').read_text())['results']
-    assert [x['setting'] for x in r] == ['tiny', 'tiny eval', 'small', 'small eval', 'small_cached']
-    cached = r[-1]
-    assert cached['step_s_median'] > 0 and cached['trainable_params_M'] > 0
-    assert 'small_cached' in (res/'speed.md').read_text()
+    assert [x['setting'] for x in r] == ['tiny', 'tiny eval', 'small', 'small eval', 'small_rsicd', 'medium_rsicd']
+    small, small_rsicd, medium_rsicd = r[2], r[4], r[5]
+    assert small_rsicd['trainable_params_M'] < small['trainable_params_M']   # `small` trains all of MiniLM, the recipe its top 2 layers
+    assert medium_rsicd['trainable_params_M'] > small_rsicd['trainable_params_M'] and medium_rsicd['step_s_median'] > 0
+    assert '| medium_rsicd |' in (res/'speed.md').read_text()
 
 
 def test_ablation(smokes):
@@ -180,7 +181,9 @@ def test_rsicd(smokes):
     assert not [words[i + 1] for i, w in enumerate(words) if w in ('--data', '--out') and words[i + 1].startswith('/')], m['command']   # project-relative
     assert set(m['val_mR_by_views']) == {'0', '3'}
     assert len(r['ours']) == 4, [o['method'] for o in r['ours']]          # ITC and re-ranked, without and with the turned views
-    assert 'RSICD test split' in (res/'rsicd.md').read_text()
+    assert m['batch_size'] == 8 and m['step_s_median'] > 0 and m['peak_rss_mb'] > 100   # the cost side: 2 steps at batch 8
+    md = (res/'rsicd.md').read_text()
+    assert 'RSICD test split' in md and f"{m['step_s_median']:.2f} s per step of 8 pairs" in md
 
 
 def test_rsicd_flags(smokes):
