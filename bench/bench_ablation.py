@@ -191,6 +191,7 @@ def main():
         data = 'shapes' if a.data is None else 'smoke shapes' if a.smoke else portable(a.data)
         extra = [] if a.data is None or a.smoke else real_data_flags()
         if a.study == 'zoo' and a.data and not a.smoke: extra += ['--set', 'data.classes=filename']   # RSICD's scene classes (airport_12.jpg)
+        if a.study == 'levers' and a.data and not a.smoke: extra += ['--rerank-k', '0']   # its table is validation (ITC): no test re-ranking (6 min a run)
         for seed in a.seeds:                                       # every row of one seed first: a stopped study has whole seeds
             for i, (row, flags) in enumerate(chosen):
                 key = dict(flags=extra + flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
