@@ -1,7 +1,7 @@
 """Every bench/ script runs in its `--smoke` mode (the same code as the real benchmark on tiny data, seconds long) and writes
 result files with every key the committed results in bench/results/ have (the docs read those keys). The smokes are
 started together, in subprocesses, when the first test of this file needs them; each test waits for its own."""
-import shlex, json, os, subprocess, sys, time
+import importlib, shlex, json, os, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -13,6 +13,13 @@ FILES = {'bench_shapes': ['shapes_gen.json'], 'bench_metrics': ['metrics.json'],
          'bench_finegrained': ['finegrained.json', 'finegrained.md']}
 OPTIONAL = {'rsicd.json': {'.meta.first_cache_minutes'}, 'finegrained.json': {'.rows[].skipped'}}   # keys a run writes only in some cases
 TIMEOUT = 240
+
+
+def bench_module(name:str):
+    "A module of bench/ (the scripts import their helpers from bench/_bench.py), imported without leaving bench/ on sys.path."
+    sys.path.insert(0, str(BENCH))
+    try: return importlib.import_module(name)
+    finally: sys.path.remove(str(BENCH))
 
 
 def _snapshot(d:Path) -> dict: return {p.name: p.stat().st_mtime_ns for p in d.iterdir()} if d.exists() else {}
@@ -97,9 +104,7 @@ def test_ablation(smokes):
     res = _finish(smokes, 'bench_ablation')
     check_keys(res, 'ablation.json')
     a = json.loads((res/'ablation.json').read_text())
-    sys.path.insert(0, str(BENCH))
-    try: from bench_ablation import LADDER
-    finally: sys.path.remove(str(BENCH))
+    LADDER = bench_module('bench_ablation').LADDER
     assert [r['row'] for r in a['runs']] == [n for n, _ in LADDER]
     fused = [n for n, _ in LADDER if 'ITC ranking' in n]                 # the rows with a fusion encoder
     assert fused and all(('rerank' in r) == (r['row'] in fused) for r in a['runs'])
@@ -143,9 +148,7 @@ def test_zoo(tmp_path):
 
 def test_levers(tmp_path):
     "The recipe levers: one run per lever with exactly its flags added, a validation table of one line per lever (no re-ranked twins)."
-    sys.path.insert(0, str(ROOT/'bench'))
-    try: from bench_ablation import LEVERS
-    finally: sys.path.remove(str(ROOT/'bench'))
+    LEVERS = bench_module('bench_ablation').LEVERS
     r = subprocess.run([sys.executable, 'bench/bench_ablation.py', '--smoke', '--study', 'levers', '--results', str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ, HF_HUB_OFFLINE='1'))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -188,9 +191,7 @@ def test_rsicd(smokes):
 
 def test_rsicd_flags(smokes):
     "bench_rsicd's FLAGS are the documented runs: small (and medium) preset, encoders tuned at the top only, cached with 3 turned views."
-    sys.path.insert(0, str(BENCH))
-    try: import bench_rsicd
-    finally: sys.path.remove(str(BENCH))
+    bench_rsicd = bench_module('bench_rsicd')
     from aair_nb.cli import train_parser, run_config
     config = lambda preset: run_config(train_parser().parse_args(bench_rsicd.command(Path('/data'), Path('/run'), 3, [], bench_rsicd.FLAGS[preset]))).to_dict()
     c = config('small')
@@ -244,9 +245,8 @@ def test_finegrained(smokes):
 
 def test_ensure_run_resumes(tmp_path, capsys):
     "A benchmark's run is finished when it has metrics.json: a run stopped after its checkpoint resumes from it, a finished one is not trained again."
-    sys.path.insert(0, str(ROOT/'bench'))
-    try: from _bench import train_setup, ensure_run
-    finally: sys.path.remove(str(ROOT/'bench'))
+    _bench = bench_module('_bench')
+    train_setup, ensure_run = _bench.train_setup, _bench.ensure_run
     _, flags = train_setup(True, tmp_path, 2)                          # 2 steps at batch 8 on a tiny shapes set
     run = ensure_run(tmp_path/'run', flags)
     assert json.loads((run/'history.json').read_text())['step'][-1] == 2
