@@ -210,7 +210,7 @@ def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     t0 = time.time()
     caches = split_caches(model, tok, cfg, splits, not args.quiet) if cfg.data.cache else {}
     if caches: train_ds, collate = CachedFeatureSet(train_ds, caches['train']), CachedCollate(collate, caches['train'])
-    cache_secs, t0 = time.time() - t0, time.time()
+    cache_secs = time.time() - t0
     val, val_cache = splits['val'], caches.get('val')
     if 0 < cfg.eval.val_images < val.n_images:                        # a bounded validation (a fine-grained model scores every pair)
         idx = range(cfg.eval.val_images)
@@ -219,7 +219,7 @@ def _train_and_test(args, out:Path, cfg:RunConfig, splits:dict) -> dict:
     trainer.resume_hint = f"aair_train --out {out} --resume"
     trainer.fit(resume=True if args.resume else None)
     if args.resume: _write_json(out/'run.json', cfg.to_dict())       # the checkpoint loaded: the run now has these settings
-    train_secs = time.time() - t0
+    train_secs = sum(trainer.history['fit_seconds'])               # a resumed run: its parts up to their checkpoints
     if trainer.step < trainer.total:
         raise Interrupted(f"stopped at step {trainer.step} of {trainer.total}, saved in {out/'last'}; no test metrics were written. "
                           f"Continue with: aair_train --out {out} --resume")

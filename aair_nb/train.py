@@ -316,7 +316,7 @@ def _gather_rng(world:int) -> list:
     out = [None] * world; dist.all_gather_object(out, rng_state()); return out
 
 # %% ../nbs/14_train.ipynb #b4c4667c
-_NOT_LOSSES = {'step', 'epoch', 'lr', 'grad_norm', 'pairs_per_s', 'speed_step', 'interrupted_at'}
+_NOT_LOSSES = {'step', 'epoch', 'lr', 'grad_norm', 'pairs_per_s', 'speed_step', 'interrupted_at', 'fit_seconds'}
 
 def loss_names(history:dict) -> list:
     "The training losses in a history: every series that is neither bookkeeping nor validation."
@@ -351,7 +351,7 @@ def plot_history(history:dict, # From `fit` (or history.json)
 # %% ../nbs/14_train.ipynb #0c5248de
 def _new_history() -> dict:
     "An empty history: the series every run has (losses are added by name as the model returns them)."
-    return dict(step=[], epoch=[], lr=[], grad_norm=[], speed_step=[], pairs_per_s=[], val_step=[], val_epoch=[], interrupted_at=[])
+    return dict(step=[], epoch=[], lr=[], grad_norm=[], speed_step=[], pairs_per_s=[], val_step=[], val_epoch=[], interrupted_at=[], fit_seconds=[])
 
 class Trainer:
     "A training run: set up here, one method per job of the loop (added below), and `fit()` to run them all."
@@ -472,14 +472,17 @@ def save(self:Trainer, where:str, # Folder in `out_dir`: 'last' or 'best'
          **extra, # More entries for state.pt (e.g. `metrics`)
         ):
     "Checkpoint to out/`where`, with history.json and loss_curve.png; process 0 writes."
-    if full and rng is None: rng = _gather_rng(self.world)
+    collective = full and rng is None
+    if collective: rng = _gather_rng(self.world)
     if where == 'last': self.saved_at = self.step
-    if not self.main: return
-    kw = dict(opt=self.opt, sched=self.sched, scaler=self.scaler, rng=rng) if full else dict(rng=[])
-    save_checkpoint(self.out/where, self.raw, step=self.step, epoch=self.step / self.spe, history=self.history, best=self.best,
-                    train_config=self.cfg.to_dict(), world=self.world, **kw, **extra)
-    _write_json(self.out/'history.json', self.history)
-    fig = plot_history(self.history); _atomic(self.out/'loss_curve.png', lambda t: fig.savefig(t, format='png', dpi=100))
+    self.history['fit_seconds'][-1] = round(time.perf_counter() - self.t_fit, 1)   # this call of `fit`, up to this checkpoint
+    if self.main:
+        kw = dict(opt=self.opt, sched=self.sched, scaler=self.scaler, rng=rng) if full else dict(rng=[])
+        save_checkpoint(self.out/where, self.raw, step=self.step, epoch=self.step / self.spe, history=self.history, best=self.best,
+                        train_config=self.cfg.to_dict(), world=self.world, **kw, **extra)
+        _write_json(self.out/'history.json', self.history)
+        fig = plot_history(self.history); _atomic(self.out/'loss_curve.png', lambda t: fig.savefig(t, format='png', dpi=100))
+    if collective and self.world > 1: dist.barrier()    # no process runs on (or leaves the process group) before the checkpoint is written
 
 # %% ../nbs/14_train.ipynb #50a1d27a
 @patch
@@ -589,6 +592,7 @@ def begin(self:Trainer, resume=None, # None: a fresh run; True: continue out_dir
     ckpt = self._checkpoint_to_resume(resume)
     if ckpt: self.resume(ckpt)
     else: set_seed(self.cfg.seed + self.rank)                     # processes draw different dropout masks, as in ALBEF
+    self.history.setdefault('fit_seconds', []).append(0.0); self.t_fit = time.perf_counter()
     if self.world > 1:
         self.net = DistributedDataParallel(self.raw, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
                                            find_unused_parameters=self.cfg.find_unused)

@@ -13,6 +13,7 @@ bench/results/rsicd.md (the table), or the same files in RESULTS; rsicd_medium.{
 
     python bench/bench_rsicd.py                      # the run reported in the docs (under an hour on 2 cores)
     python bench/bench_rsicd.py --preset medium      # pip install -e ".[medium]" first
+                                                     # stopped (Ctrl-C, SIGTERM)? the same command continues the run
     python bench/bench_rsicd.py --epochs 1           # a quick look
     python bench/bench_rsicd.py --eval-only          # test the finished run in --out again (no training)
     python bench/bench_rsicd.py --smoke              # the same steps on a generated 8/4/4-image Karpathy JSON, `tiny`
@@ -160,7 +161,13 @@ def run(a, flags:list, res_dir:Path, stem:str):
     shown = 'aair_train ' + shlex.join(command(Path(portable(data)), Path(portable(out)), a.epochs, a.extra, flags))   # no machine's own paths
     print(shown, flush=True)
     if not a.eval_only:
-        t0 = time.time(); m = run_train(argv + ['--overwrite']); wall = (time.time() - t0) / 60   # a re-run replaces the old run
+        resume = (out/'last').exists() and not (out/'metrics.json').exists()   # a stopped run continues; a finished one is replaced
+        parts_file = out/'bench_minutes.json'                          # wall minutes of each call that trained this run
+        done = json.loads(parts_file.read_text()) if resume and parts_file.exists() else []
+        t0 = time.time()
+        try: m = run_train(argv + ['--resume' if resume else '--overwrite'])
+        finally: parts_file.write_text(json.dumps(done + [round((time.time() - t0) / 60, 2)]))
+        wall = sum(json.loads(parts_file.read_text()))
     elif (res_dir/f'{stem}.json').exists():                            # the same run reported before: keep its times
         prev = json.loads((res_dir/f'{stem}.json').read_text())['meta']
         if prev['command'] == shown: wall, first, peak = prev['wall_minutes'], prev.get('first_cache_minutes'), prev.get('peak_rss_mb')
