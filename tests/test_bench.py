@@ -190,7 +190,7 @@ def test_rsicd(smokes):
 
 
 def test_rsicd_flags(smokes):
-    "bench_rsicd's FLAGS are the documented runs: small (and medium) preset, encoders tuned at the top only, cached with 3 turned views."
+    "bench_rsicd's FLAGS are the documented runs: small (and medium) preset, encoders tuned at the top only, cached (small: with 3 turned views)."
     bench_rsicd = bench_module('bench_rsicd')
     from aair_nb.cli import train_parser, run_config
     config = lambda preset: run_config(train_parser().parse_args(bench_rsicd.command(Path('/data'), Path('/run'), 3, [], bench_rsicd.FLAGS[preset]))).to_dict()
@@ -207,6 +207,7 @@ def test_rsicd_flags(smokes):
     assert (m['preset'], m['model']['image']['kind'], m['model']['text']['kind']) == ('medium', 'efficientnet_lite2', 'mpnet')
     assert bench_rsicd.parts(m)['frozen'] == ['EfficientNet-Lite2 stem and blocks 1-20', 'MPNet embeddings and layers 1-10']
     assert bench_rsicd.parts(m)['trained'][:2] == ['EfficientNet-Lite2 block 21 and head', 'MPNet layers 11-12']
+    assert m['data']['cache'] and m['data']['cache_views'] == 0                # no turned training images (an hour of caching)
     assert bench_rsicd.result_stem('small') == 'rsicd' and bench_rsicd.result_stem('medium') == 'rsicd_medium'
 
 
