@@ -475,7 +475,7 @@ def save(self:Trainer, where:str, # Folder in `out_dir`: 'last' or 'best'
     collective = full and rng is None
     if collective: rng = _gather_rng(self.world)
     if where == 'last': self.saved_at = self.step
-    self.history['fit_seconds'][-1] = round(time.perf_counter() - self.t_fit, 1)   # this call of `fit`, up to this checkpoint
+    if self.history['fit_seconds']: self.history['fit_seconds'][-1] = round(time.perf_counter() - self.t_fit, 1)   # this `fit` call so far
     if self.main:
         kw = dict(opt=self.opt, sched=self.sched, scaler=self.scaler, rng=rng) if full else dict(rng=[])
         save_checkpoint(self.out/where, self.raw, step=self.step, epoch=self.step / self.spe, history=self.history, best=self.best,
