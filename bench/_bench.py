@@ -71,13 +71,18 @@ def train_setup(smoke:bool, work:Path, steps:int) -> tuple[Path, list]:
     return data, ['--data', str(data), '--max-steps', str(steps), '--epochs', '100', '--quiet'] + FLAGS['small']
 
 
+def start_flag(run:Path) -> str:
+    "`aair_train`'s '--resume' for a stopped run in `run` (a last/ checkpoint, no metrics.json), else '--overwrite'."
+    return '--resume' if (run/'last').exists() and not (run/'metrics.json').exists() else '--overwrite'
+
+
 def ensure_run(run:Path, flags:list) -> Path:
     "Train `run` with `aair_train` flags unless it has finished (metrics.json); a stopped run resumes from its last checkpoint."
     if not (run/'metrics.json').exists():
         import time
         from aair_nb.cli import run_train
-        resume = (run/'run.json').exists() and (run/'last').exists()
-        print(f"{'resuming' if resume else 'training'} {run} ...", flush=True); t0 = time.time()
-        run_train(['--out', str(run)] + (['--resume'] if resume else ['--overwrite']) + flags)
+        how = start_flag(run)
+        print(f"{'resuming' if how == '--resume' else 'training'} {run} ...", flush=True); t0 = time.time()
+        run_train(['--out', str(run), how] + flags)
         print(f"{run.name}: trained in {(time.time() - t0) / 60:.1f} min", flush=True)
     return run

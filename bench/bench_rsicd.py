@@ -23,7 +23,7 @@ import argparse, json, os, resource, shlex, shutil, statistics, sys, tempfile, t
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _bench import add_common, results_dir, tiny_shapes, portable
+from _bench import add_common, results_dir, tiny_shapes, portable, start_flag
 
 KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'mR']
 # RSICD test split, mR = mean of the six recalls, as published
@@ -38,7 +38,7 @@ PUBLISHED = [   # mR only: the recalls of each direction vary in how the papers 
     dict(method='RemoteCLIP ViT-B/32', kind='CLIP', mR=35.3),
 ]
 # each preset's image encoder is frozen (and cached); tune_top trains the top layers of each encoder and freezes the rest
-# medium: no turned copies of the training images (caching four views through EfficientNet-Lite2 takes an hour on 2 cores)
+# medium: no turned copies of the training images (caching three more views through EfficientNet-Lite2: about 40 min on 2 cores)
 _COMMON = ['--lr', '3e-4', '--rerank-k', '16']
 FLAGS = {'small': ['--preset', 'small', '--cache-features', '--cache-views', '3'] + _COMMON + ['--set', 'model.image.tune_top=4', 'model.text.tune_top=2'],
          'medium': ['--preset', 'medium', '--cache-features'] + _COMMON + ['--set', 'model.image.tune_top=2', 'model.text.tune_top=2']}
@@ -162,13 +162,13 @@ def run(a, flags:list, res_dir:Path, stem:str):
     shown = 'aair_train ' + shlex.join(command(Path(portable(data)), Path(portable(out)), a.epochs, a.extra, flags))   # no machine's own paths
     print(shown, flush=True)
     if not a.eval_only:
-        resume = (out/'last').exists() and not (out/'metrics.json').exists()   # a stopped run continues; a finished one is replaced
+        how = start_flag(out)                                          # a stopped run continues; a finished one is replaced
         parts_file = out/'bench_minutes.json'                          # wall minutes of each call that trained this run
-        done = json.loads(parts_file.read_text()) if resume and parts_file.exists() else []
+        minutes = json.loads(parts_file.read_text()) if how == '--resume' and parts_file.exists() else []
         t0 = time.time()
-        try: m = run_train(argv + ['--resume' if resume else '--overwrite'])
-        finally: parts_file.write_text(json.dumps(done + [round((time.time() - t0) / 60, 2)]))
-        wall = sum(json.loads(parts_file.read_text()))
+        try: m = run_train(argv + [how])
+        finally: minutes.append(round((time.time() - t0) / 60, 2)); parts_file.write_text(json.dumps(minutes))
+        wall = sum(minutes)
     elif (res_dir/f'{stem}.json').exists():                            # the same run reported before: keep its times
         prev = json.loads((res_dir/f'{stem}.json').read_text())['meta']
         if prev['command'] == shown: wall, first, peak = prev['wall_minutes'], prev.get('first_cache_minutes'), prev.get('peak_rss_mb')

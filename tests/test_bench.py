@@ -207,7 +207,7 @@ def test_rsicd_flags(smokes):
     assert (m['preset'], m['model']['image']['kind'], m['model']['text']['kind']) == ('medium', 'efficientnet_lite2', 'mpnet')
     assert bench_rsicd.parts(m)['frozen'] == ['EfficientNet-Lite2 stem and blocks 1-20', 'MPNet embeddings and layers 1-10']
     assert bench_rsicd.parts(m)['trained'][:2] == ['EfficientNet-Lite2 block 21 and head', 'MPNet layers 11-12']
-    assert m['data']['cache'] and m['data']['cache_views'] == 0                # no turned training images (an hour of caching)
+    assert m['data']['cache'] and m['data']['cache_views'] == 0                # no turned training images (about 40 more minutes of caching)
     assert bench_rsicd.result_stem('small') == 'rsicd' and bench_rsicd.result_stem('medium') == 'rsicd_medium'
 
 
