@@ -83,6 +83,9 @@ ZOO = [  # every registered model, its own defaults, the same budget; a model th
     ('TERAN, MrSw alignment of every pair (teran)', ['--model', 'teran']),
     ('IMRAM, text, K = 3, every pair (imram)', ['--model', 'imram', '--set', 'model.mode=text']),
 ]
+# on real data the model that scores every pair through its network picks its checkpoint on 200 validation images, as in
+# bench_finegrained.py: all of RSICD's would take about 27 minutes per check
+REAL_DATA_ZOO = {'imram': ['--set', 'eval.val_images=200']}
 LEVERS = [  # training levers of the RSICD recipe (issue: a better recipe in the same CPU hour), each one change to it, on val
     ('the recipe as it is (lr 3e-4, queue 1,024)', []),
     ('ITC hard negatives (HN-NCE, beta 0.5)', ['--set', 'model.itc_hard=0.5']),
@@ -194,6 +197,7 @@ def main():
         if a.study == 'levers' and a.data and not a.smoke: extra += ['--rerank-k', '0']   # its table is validation (ITC): no test re-ranking (6 min a run)
         for seed in a.seeds:                                       # every row of one seed first: a stopped study has whole seeds
             for i, (row, flags) in enumerate(chosen):
+                if a.study == 'zoo' and a.data and not a.smoke: flags = flags + REAL_DATA_ZOO.get(flags[1], [])
                 key = dict(flags=extra + flags, seed=seed, steps=a.steps, batch_size=a.batch_size, data=data)
                 if a.study == 'zoo': key['study'] = 'zoo'          # its runs keep class metrics and costs: the ladder's same-flag runs do not
                 if json.dumps(key) in done:
