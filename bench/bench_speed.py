@@ -88,13 +88,17 @@ def one_eval(setting:str, rerank_k:int=16, data:str|None=None) -> dict:
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
+MARK = 'RESULT '   # the child's lines that carry a result
+
 def child(args, kinds:list) -> list:
     "Run `kinds` ('setting:train' or 'setting:eval'), one after the other, in a fresh process; their JSON results."
     cmd = [sys.executable, __file__, '--_child', ','.join(kinds), '--batch_size', str(args.batch_size),
            '--steps', str(args.steps), '--warmup', str(args.warmup), '--threads', str(args.threads)] + (['--data', str(args.data)] if args.data else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode: raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    return [json.loads(line) for line in r.stdout.strip().splitlines()[-len(kinds):]]
+    res = [json.loads(line[len(MARK):]) for line in r.stdout.splitlines() if line.startswith(MARK)]   # other output (a library's notice) is not a result
+    if len(res) != len(kinds): raise RuntimeError(f"{' '.join(cmd)}: {len(res)} results for {len(kinds)} jobs; its output:\n{r.stdout[-3000:]}")
+    return res
 
 
 def markdown(res:list, meta:dict) -> str:
@@ -133,7 +137,7 @@ def main():
         for job in a._child.split(','):
             setting, kind = job.split(':')
             r = one_train(setting, a.batch_size, a.steps, a.warmup, a.data, a.threads) if kind == 'train' else one_eval(setting, data=a.data)
-            print(json.dumps(r), flush=True)
+            print(MARK + json.dumps(r), flush=True)
         return
     out = results_dir(a, 'bench_speed')
     jobs = [f'{s}:{kind}' for s in a.only for kind in ['train'] + ([] if a.no_eval or s.endswith('_rsicd') else ['eval'])]
