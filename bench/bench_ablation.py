@@ -180,6 +180,7 @@ def main():
     p.add_argument('--batch-size', type=int, default=64, help="pairs per step")
     p.add_argument('--keep', type=Path, default=None, help="keep each run's folder (checkpoints, history) under this folder (default: deleted)")
     p.add_argument('--data', default=None, help="Karpathy JSON, trained with the `small` preset on cached features (default: the generated shapes set)")
+    p.add_argument('--report', action='store_true', help="train nothing: write the tables from the runs kept in ablation_runs.jsonl (a row's missing seeds are left out and its seed count says so)")
     a = add_common(p).parse_args()
     if a.smoke: vars(a).update(SMOKE)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -202,6 +203,7 @@ def main():
                 if a.study == 'zoo': key['study'] = 'zoo'          # its runs keep class metrics and costs: the ladder's same-flag runs do not
                 if json.dumps(key) in done:
                     runs.append({**done[json.dumps(key)], 'row': row}); print(f"{row} seed {seed}: done before, skipped", flush=True); continue
+                if a.report: print(f"{row} seed {seed}: not run, left out", flush=True); continue
                 m = run_row(flags, a.steps, seed, (a.keep or Path(work))/f'row{i}_seed{seed}', a.batch_size, a.data, extra)
                 r = dict(row=row, flags=extra + flags, seed=seed, itc=m['itc'], val=m['val'], train_seconds=m['train_seconds'],
                          **{k: m[k] for k in ('rerank', 'class', 'timings') if k in m}, key=key)

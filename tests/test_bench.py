@@ -126,6 +126,22 @@ def test_ablation_resumes(smokes):
     assert after['rows'] == before['rows'] and (res/'ablation_runs.jsonl').read_text().splitlines() == lines
 
 
+def test_ablation_report(smokes, tmp_path):
+    "`--report` trains nothing: the tables come from the kept runs, and a run that is not kept is named and left out of them."
+    import shutil
+    res = shutil.copytree(_finish(smokes, 'bench_ablation'), tmp_path/'res')
+    lines = (res/'ablation_runs.jsonl').read_text().splitlines()
+    (res/'ablation_runs.jsonl').write_text('\n'.join(lines[1:]) + '\n')   # forget the first row's run
+    r = subprocess.run([sys.executable, 'bench/bench_ablation.py', '--smoke', '--report', '--results', str(res)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=TIMEOUT, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    first = json.loads(lines[0])['row']
+    assert r.stdout.count('not run, left out') == 1 and f'{first} seed 0: not run, left out' in r.stdout
+    a = json.loads((res/'ablation.json').read_text())
+    assert first not in [x['row'] for x in a['rows']] and len(a['runs']) == len(lines) - 1
+    assert (res/'ablation_runs.jsonl').read_text().splitlines() == lines[1:]   # nothing trained, nothing added
+
+
 def test_zoo(tmp_path):
     "The zoo study has every registered model; a model that re-ranks gets a re-ranked row; the first-stage rows carry class metrics and costs."
     from aair_nb.contract import import_models
