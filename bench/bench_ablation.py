@@ -17,10 +17,12 @@ same files in RESULTS; NAME is the data set's folder name for data other than sh
 
 Resumable: each finished run is appended at once to RESULTS/ablation_runs.jsonl, keyed by its flags, seed, steps,
 batch size and data set; a run already there is skipped when the script runs again (delete the file to start over).
+`--report` trains nothing and rewrites the tables from the kept runs (a row shows how many seeds it has).
 
     python bench/bench_ablation.py                                 # the ladder: 7 rows x 3 seeds, 780 steps (the main job's)
     python bench/bench_ablation.py --study recipe --seeds 0 1      # the recipe experiments, on val
     python bench/bench_ablation.py --study zoo                     # every registered model, 3 seeds
+    python bench/bench_ablation.py --study zoo --report            # its tables from the runs kept so far
     python bench/bench_ablation.py --data ../shared/data/rsicd/dataset_rsicd.json --steps 1500 --seeds 0 1
     python bench/bench_ablation.py --study levers --data ../shared/data/rsicd/dataset_rsicd.json --steps 682 --seeds 0
     python bench/bench_ablation.py --smoke                         # every ladder row, 1 seed, 2 steps at batch 8 on 8/4/4 images
