@@ -54,15 +54,16 @@ def recall_tables(model, # A `RetrievalModel`
                   views:int=0, # Turned views averaged per image
                   cache=None, # A `FeatureCache` of `ds`
                   progress:bool=True) -> dict:
-    "The `metrics.json` core: first-stage Recall@K (`itc`), the re-ranked table when the model can re-rank, class metrics when the data has classes, timings."
+    "The `metrics.json` core: first-stage Recall@K (`itc`, named by `first_stage`), the re-ranked table when the model can re-rank, class metrics when the data has classes, timings."
     k = rerank_k if model.can_rerank else 0
     res = evaluate(model, ds, tok, rerank_k=k, progress=progress, cache=cache, views=views)
-    return dict(itc=res['itc'], **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}),
+    return dict(itc=res['itc'], first_stage=model.first_stage, **({'rerank': res['rerank'], 'rerank_k': k} if 'rerank' in res else {}),
                 **({'class': res['class']} if 'class' in res else {}), timings=res.get('timings', {}))
 
 def print_table(metrics:dict):
     "The Recall@K table of a `metrics.json`-style dict: the first-stage ranking, and the re-ranked one when present."
-    rows = [('ITC ranking', metrics['itc'])] + ([(f"re-ranked top-{metrics['rerank_k']}", metrics['rerank'])] if 'rerank' in metrics else [])
+    # a metrics.json written before `first_stage` was recorded: name it as AAIR's (ITC)
+    rows = [(metrics.get('first_stage', 'ITC ranking'), metrics['itc'])] + ([(f"re-ranked top-{metrics['rerank_k']}", metrics['rerank'])] if 'rerank' in metrics else [])
     w = max(len(n) for n, _ in rows)                                  # one width for the name column
     print('\n'.join(format_metrics(m, name=n.ljust(w), header=i == 0) for i, (n, m) in enumerate(rows)))
     if 'class' in metrics:                                            # the data set's images carry classes

@@ -79,6 +79,7 @@ class RetrievalModel(nn.Module):
     "Base of every retrieval model: two encoders, `embed_images`/`embed_texts` -> `Embedded`, `similarity`, `forward` -> losses."
     config_class = ModelConfig
     can_rerank: bool = False           # True when `pair_scores` gives a second-stage score
+    first_stage: str = 'embedding ranking'   # what ranks first, as result tables name it
 
     @property
     def fine_grained(self) -> bool:

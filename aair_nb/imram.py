@@ -94,6 +94,7 @@ class IMRAM(RetrievalModel):
     "Words and regions attend to each other for K steps, the query refined by a gated memory; every pair is scored by the network."
     config_class = IMRAMConfig
     can_rerank = False          # its first stage is already the fine-grained score; `pair_scores` re-ranks for other models
+    first_stage = 'IMRAM ranking'
     def __init__(self, config:IMRAMConfig):
         if config.mode not in MODES: raise ValueError(f"mode={config.mode!r}: expected one of {MODES}")
         super().__init__(config)

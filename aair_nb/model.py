@@ -71,6 +71,7 @@ class AAIR(RetrievalModel):
         self.model_pairs = []
         if self.uses_momentum: self._momentum_copies()
         self.can_rerank = c.w_itm > 0
+        self.first_stage = 'ITC ranking' if c.align_loss == 'itc' else 'VSE++ ranking'
         if self.can_rerank:
             self.fusion = FusionEncoder(dt, dv, width=c.fusion_width, depth=c.fusion_depth, heads=c.fusion_heads)
             self.itm_head = ITMHead(c.fusion_width)

@@ -100,6 +100,7 @@ class PCME(RetrievalModel):
     "Probabilistic cross-modal embeddings: each item a Gaussian; first stage by the means, second by the match probability."
     config_class = PCMEConfig
     can_rerank = True
+    first_stage = 'mean-vector ranking'
     def __init__(self, config:PCMEConfig):
         super().__init__(config)
         c = config

@@ -117,6 +117,7 @@ class TERAN(RetrievalModel):
     "Region-word alignment of two separately encoded sides; scores every pair (`similarity`) or given pairs (`pair_scores`)."
     config_class = TERANConfig
     can_rerank = False          # its first stage is already the fine-grained score; `pair_scores` re-ranks for other models
+    first_stage = 'alignment ranking'
     def __init__(self, config:TERANConfig):
         if config.pooling not in POOLINGS: raise ValueError(f"pooling={config.pooling!r}: expected one of {POOLINGS}")
         super().__init__(config)

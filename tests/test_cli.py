@@ -49,18 +49,22 @@ def test_pcme_from_the_command_line(tmp_path):
     assert m['config']['model_name'] == 'pcme' and m['rerank_k'] == 4 and set(m['itc']) == set(m['rerank'])
     e = run_eval([str(tmp_path/'run'), '--rerank-k', '4', '--quiet', '--out', str(tmp_path/'e.json')])
     assert e['rerank'] == m['rerank']                                 # seeded samples: the same second-stage scores
+    assert m['first_stage'] == e['first_stage'] == 'mean-vector ranking'   # the name its tables give the first stage
 
 
 @pytest.mark.parametrize('name', ['teran', 'imram'])
-def test_fine_grained_from_the_command_line(tmp_path, name):
+def test_fine_grained_from_the_command_line(tmp_path, capsys, name):
     "TERAN and IMRAM score every pair from their stored locals: they train, test and re-load for aair_eval with the same numbers."
     from aair_nb.shapes import make_shapes
-    from aair_nb.cli import run_train, run_eval
+    from aair_nb.cli import run_train, run_eval, print_table
     data = make_shapes(tmp_path/'s', 16, 8, 8, seed=3)
     m = run_train(['--model', name, '--data', str(data), '--out', str(tmp_path/'run'), '--max-steps', '2', '--batch-size', '8', '--quiet'])
     assert m['config']['model_name'] == name and 'rerank' not in m and 0 <= m['itc']['rsum'] <= 600
     e = run_eval([str(tmp_path/'run'), '--quiet', '--out', str(tmp_path/'e.json')])
     assert e['itc'] == pytest.approx(m['itc'])
+    capsys.readouterr(); print_table(e)
+    row = capsys.readouterr().out.splitlines()[2]                     # header, rule, the first stage
+    assert row.split('|')[1].strip() == {'teran': 'alignment ranking', 'imram': 'IMRAM ranking'}[name], row
 
 
 def test_medium_preset_from_the_command_line(tmp_path):
