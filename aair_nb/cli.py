@@ -62,8 +62,8 @@ def recall_tables(model, # A `RetrievalModel`
 
 def print_table(metrics:dict):
     "The Recall@K table of a `metrics.json`-style dict: the first-stage ranking, and the re-ranked one when present."
-    # a metrics.json written before `first_stage` was recorded: name it as AAIR's (ITC)
-    rows = [(metrics.get('first_stage', 'ITC ranking'), metrics['itc'])] + ([(f"re-ranked top-{metrics['rerank_k']}", metrics['rerank'])] if 'rerank' in metrics else [])
+    first = metrics.get('first_stage') or ('ITC ranking' if metrics.get('config', {}).get('model_name', 'aair') in ('aair', 'itc') else 'first stage')  # older files
+    rows = [(first, metrics['itc'])] + ([(f"re-ranked top-{metrics['rerank_k']}", metrics['rerank'])] if 'rerank' in metrics else [])
     w = max(len(n) for n, _ in rows)                                  # one width for the name column
     print('\n'.join(format_metrics(m, name=n.ljust(w), header=i == 0) for i, (n, m) in enumerate(rows)))
     if 'class' in metrics:                                            # the data set's images carry classes

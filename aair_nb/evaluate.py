@@ -173,7 +173,7 @@ def evaluate(model, # A `RetrievalModel` (re-ranking when it `can_rerank`)
              progress:bool=True, # Show progress bars
              return_scores:bool=False, # Also return `sims` (and `scores_i2t`, `scores_t2i` when re-ranking)
             ) -> dict:
-    "Recall@K of ITC ranking (`itc`), of fusion re-ranking (`rerank`, when asked and possible), class mAP/PMRP (`class`, when `ds` has classes), `timings`."
+    "Recall@K of the first-stage ranking (`itc`: ITC for AAIR), of fusion re-ranking (`rerank`, when asked and possible), class mAP/PMRP (`class`, when `ds` has classes), `timings`."
     fusion = rerank_k > 0 and model.can_rerank
     if rerank_k > 0 and not fusion: warnings.warn("the model has no second stage: reporting first-stage metrics only")
     if enc is None: enc = encode_dataset(model, ds, tokenizer, batch_size, keep_locals=fusion or model.fine_grained, progress=progress, cache=cache, views=views)

@@ -154,7 +154,8 @@ def markdown(rows:list, meta:dict) -> str:
     keys = [k for k in KEYS if k != ('mR' if meta['data'] == 'shapes' else 'rsum')]
     head = (f"{meta['data_label']}, {meta['steps']} steps at batch {meta['batch_size']} per run, seeds {meta['seeds']}; mean ± standard "
             f"deviation over seeds, {'validation split' if on_val else 'test split (last column: validation, which picked the checkpoint)'}. "
-            f"Measured {meta['date']}, {meta['train_minutes']:.0f} minutes of training on {meta['cpus']} CPU cores.")
+            + (f"Written {meta['date']} from the kept runs (`--report`), {meta['train_minutes']:.0f} minutes of training in all on {meta['cpus']} CPU cores."
+               if meta.get('report') else f"Measured {meta['date']}, {meta['train_minutes']:.0f} minutes of training on {meta['cpus']} CPU cores."))
     zoo = meta['study'] == 'zoo'
     more = (['class mAP i2t', 'class mAP t2i', 'PMRP i2t', 'PMRP t2i', 'train min', 'eval s'] if zoo else [])
     if zoo: head += " Class metrics (same class = relevant, first stage) and costs (training minutes; encoding + ranking (+ re-ranking) seconds of the test split) are means over seeds."
@@ -214,6 +215,7 @@ def main():
                 write(out, name, runs, chosen, a, data, t0)                # the tables so far: a stopped study still leaves them
                 print(f"{row} seed {seed}: val rsum {m['val']['rsum']:.1f}, test rsum {m['itc']['rsum']:.1f}"
                       + (f", re-ranked {m['rerank']['rsum']:.1f}" if 'rerank' in m else '') + f" ({m['train_seconds']:.0f} s)", flush=True)
+    if a.report and not runs: raise SystemExit(f"--report: no kept run in {log} matches these rows, seeds, --steps, --batch-size and --data; the tables are left as they were")
     print(write(out, name, runs, chosen, a, data, t0))
     print(f"wrote {out/name}.json and {out/name}.md")
 
@@ -225,7 +227,7 @@ def write(out:Path, name:str, runs:list, chosen:list, a, data:str, t0:float) -> 
                 batch_size=a.batch_size, minutes=(time.time() - t0) / 60, train_minutes=sum(r['train_seconds'] for r in runs) / 60, data=data,
                 data_label=('Shapes (250 val / 250 test images, 5 captions each), `tiny` preset' if a.data is None else
                             f"{data}, `small` preset on cached features" if not a.smoke else 'smoke shapes'),
-                **({'smoke': True} if a.smoke else {}))
+                **({'smoke': True} if a.smoke else {}), **({'report': True} if a.report else {}))
     summary = summarise(runs, chosen)
     (out/f'{name}.json').write_text(json.dumps(dict(meta=meta, rows=summary, runs=runs), indent=2))
     (out/f'{name}.md').write_text(md := markdown(summary, meta))

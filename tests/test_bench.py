@@ -140,6 +140,9 @@ def test_ablation_report(smokes, tmp_path):
     a = json.loads((res/'ablation.json').read_text())
     assert first not in [x['row'] for x in a['rows']] and len(a['runs']) == len(lines) - 1
     assert (res/'ablation_runs.jsonl').read_text().splitlines() == lines[1:]   # nothing trained, nothing added
+    r = subprocess.run([sys.executable, 'bench/bench_ablation.py', '--smoke', '--report', '--study', 'zoo', '--results', str(res)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    assert r.returncode != 0 and 'no kept run' in r.stderr and not (res/'zoo.md').exists()   # no zoo run kept: no empty table written
 
 
 def test_zoo(tmp_path):

@@ -38,6 +38,17 @@ def test_class_metrics_reported(tmp_path, capsys):
     assert 'by class (3 classes, 8 labelled images; first stage)' in capsys.readouterr().out
 
 
+def test_print_table_names_the_first_stage(capsys):
+    "The first row is named by the run's `first_stage`; a metrics.json written before it was recorded is named by its model."
+    from aair_nb.cli import print_table
+    r = dict(i2t_r1=1., i2t_r5=2., i2t_r10=3., t2i_r1=1., t2i_r5=2., t2i_r10=3., rsum=12., mR=2.)
+    cases = [({'first_stage': 'alignment ranking'}, 'alignment ranking'), ({}, 'ITC ranking'),
+             ({'config': {'model_name': 'itc'}}, 'ITC ranking'), ({'config': {'model_name': 'teran'}}, 'first stage')]
+    for extra, name in cases:
+        capsys.readouterr(); print_table(dict(itc=r, **extra))
+        assert capsys.readouterr().out.splitlines()[2].split('|')[1].strip() == name, (extra, name)
+
+
 def test_pcme_from_the_command_line(tmp_path):
     "PCME trains, tests (means, then match-probability re-ranking) and re-loads for aair_eval like every registered model."
     import json
